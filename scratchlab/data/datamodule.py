@@ -1,0 +1,111 @@
+"""The LightningDataModule every task uses: source -> check -> split -> datasets -> loaders."""
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+import pandas as pd
+import pytorch_lightning as pl
+from torch.utils.data import DataLoader
+
+from scratchlab.data.dataset import ImageDataset, seed_worker_transform
+from scratchlab.data.splits import split_samples, splits_to_frame
+from scratchlab.data.transforms import Preprocess, build_transform
+from scratchlab.data.types import SampleIndex
+from scratchlab.errors import DataError
+
+log = logging.getLogger(__name__)
+SPLITS = ("train", "val", "test")
+
+
+class ScratchDataModule(pl.LightningDataModule):
+    """Loads a ``SampleIndex`` from ``source``, checks it, splits it and serves the three splits."""
+
+    def __init__(self, source: Any, preprocess: Preprocess, split: Mapping, augment: Mapping | None = None,
+                 batch_size: int = 32, num_workers: int = 0, pin_memory: bool = False, mask_threshold: int = 128,
+                 check: bool = True, seed: int = 0) -> None:
+        super().__init__()
+        self.source = source
+        self.preprocess = preprocess
+        self.split_cfg = dict(split)
+        self.augment = augment
+        self.batch_size = batch_size
+        self.num_workers = num_workers
+        self.pin_memory = pin_memory
+        self.mask_threshold = mask_threshold
+        self.check = check
+        self.seed = seed
+        self.index: SampleIndex | None = None
+        self.splits: dict[str, list] = {}
+        self.datasets: dict[str, ImageDataset] = {}
+
+    @property
+    def class_names(self) -> list[str]:
+        return self.load_index().class_names
+
+    def prepare_data(self) -> None:
+        """Generate / download-free caching happens once, on the main process."""
+        self.source.load()
+
+    def load_index(self) -> SampleIndex:
+        if self.index is None:
+            index = self.source.load()
+            if not index.samples:
+                raise DataError(f"the data source {type(self.source).__name__} found no images; check data.root")
+            if self.check:
+                self._stop_on_fatal(index)
+            self.index = index
+        return self.index
+
+    def _stop_on_fatal(self, index: SampleIndex) -> None:
+        from scratchlab.data.check import check_index
+
+        report = check_index(index, mask_threshold=self.mask_threshold)
+        fatal = report.fatal
+        if fatal:
+            more = f" (and {len(fatal) - 1} more; run python -m scratchlab.data.check)" if len(fatal) > 1 else ""
+            raise DataError(f"data check failed: {fatal[0].message}{more}")
+        for problem in report.warnings[:5]:
+            log.warning("data check: %s", problem.message)
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.datasets:
+            return
+        index = self.load_index()
+        s = self.split_cfg
+        self.splits = split_samples(
+            index.samples, fractions=(s["train"], s["val"], s["test"]), seed=s["seed"],
+            stratify=s.get("stratify", True), dedupe=s.get("dedupe", True), split_file=s.get("file"),
+            fold=s.get("fold"), num_folds=s.get("num_folds"))
+        for name in SPLITS:
+            if not self.splits.get(name):
+                raise DataError(f"the {name} split is empty ({len(index.samples)} images in all); "
+                                f"add images or change data.split fractions")
+            train = name == "train"
+            transform = build_transform(self.preprocess, self.augment, train=train, seed=self.seed)
+            self.datasets[name] = ImageDataset(self.splits[name], transform, self.mask_threshold)
+
+    def split_frame(self) -> pd.DataFrame:
+        """The split actually used, one row per image (path, label, split)."""
+        return splits_to_frame(self.splits)
+
+    def class_counts(self, split: str = "train") -> list[int]:
+        counts = [0] * len(self.class_names)
+        for s in self.splits[split]:
+            counts[s.label] += 1
+        return counts
+
+    def _loader(self, split: str, shuffle: bool) -> DataLoader:
+        return DataLoader(self.datasets[split], batch_size=self.batch_size, shuffle=shuffle,
+                          num_workers=self.num_workers, pin_memory=self.pin_memory,
+                          persistent_workers=self.num_workers > 0, worker_init_fn=seed_worker_transform)
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val", shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test", shuffle=False)

@@ -1,0 +1,44 @@
+"""A torch Dataset over ``Sample`` records: reads the image (and mask) and applies one transform."""
+from __future__ import annotations
+
+import albumentations as A
+import numpy as np
+import torch
+from torch.utils.data import Dataset, get_worker_info
+
+from scratchlab.data.io import read_image, read_mask
+from scratchlab.data.types import Sample
+from scratchlab.errors import DataError
+
+
+class ImageDataset(Dataset):
+    """Items are dicts: ``image`` (3,H,W float), ``label`` (int), ``mask`` (H,W float 0/1), ``path``."""
+
+    def __init__(self, samples: list[Sample], transform: A.Compose, mask_threshold: int = 128) -> None:
+        self.samples = samples
+        self.transform = transform
+        self.mask_threshold = mask_threshold
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, i: int) -> dict:
+        s = self.samples[i]
+        image = read_image(s.image)
+        if s.mask is not None:
+            mask = read_mask(s.mask, threshold=self.mask_threshold)
+            if mask.shape != image.shape[:2]:
+                raise DataError(f"mask {s.mask} is {mask.shape[1]}x{mask.shape[0]} but its image is "
+                                f"{image.shape[1]}x{image.shape[0]}; masks must match their images")
+        else:
+            mask = np.zeros(image.shape[:2], np.uint8)
+        out = self.transform(image=image, mask=mask)
+        return {"image": out["image"], "label": s.label, "mask": torch.as_tensor(out["mask"]).float(),
+                "path": str(s.image)}
+
+
+def seed_worker_transform(_worker_id: int) -> None:
+    """``worker_init_fn``: give each loader worker its own reproducible augmentation stream."""
+    info = get_worker_info()
+    if info is not None:
+        info.dataset.transform.set_random_seed(torch.initial_seed() % 2**32)

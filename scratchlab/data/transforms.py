@@ -1,0 +1,72 @@
+"""Albumentations pipelines: augmentation from config, then the one preprocessing every path shares."""
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+
+import albumentations as A
+from albumentations.pytorch import ToTensorV2
+from hydra.utils import instantiate
+
+from scratchlab.errors import ConfigError
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+RESIZE_MODES = ("stretch", "letterbox")
+
+
+@dataclass(frozen=True)
+class Preprocess:
+    """How an RGB uint8 image becomes a network input; stored with every model so inference matches training.
+
+    ``stretch`` resizes to a square ``image_size`` (as the earlier work did); ``letterbox`` keeps the
+    aspect ratio and pads with black.
+    """
+
+    image_size: int
+    resize: str = "stretch"
+    mean: tuple[float, ...] = IMAGENET_MEAN
+    std: tuple[float, ...] = IMAGENET_STD
+
+    def __post_init__(self) -> None:
+        if self.resize not in RESIZE_MODES:
+            raise ConfigError(f"data.resize={self.resize!r} is not one of {', '.join(RESIZE_MODES)}")
+        if self.image_size < 8:
+            raise ConfigError(f"model.image_size={self.image_size} is too small; use at least 8")
+
+    def to_dict(self) -> dict:
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
+
+    @classmethod
+    def from_dict(cls, d: Mapping) -> "Preprocess":
+        return cls(image_size=int(d["image_size"]), resize=d.get("resize", "stretch"),
+                   mean=tuple(d.get("mean", IMAGENET_MEAN)), std=tuple(d.get("std", IMAGENET_STD)))
+
+    def geometry(self) -> list[A.BasicTransform]:
+        size = self.image_size
+        if self.resize == "stretch":
+            return [A.Resize(size, size)]
+        return [A.LongestMaxSize(max_size=size), A.PadIfNeeded(size, size, border_mode=0, fill=0, fill_mask=0)]
+
+    def tail(self) -> list[A.BasicTransform]:
+        return [A.Normalize(mean=self.mean, std=self.std), ToTensorV2()]
+
+
+def build_augmentations(augment: Mapping | None) -> list[A.BasicTransform]:
+    """Instantiate the ``data.augment`` mapping (name -> albumentations ``_target_`` node), in order."""
+    out = []
+    for name, node in (augment or {}).items():
+        if node is None:
+            continue
+        try:
+            out.append(instantiate(node, _convert_="all"))
+        except Exception as err:  # noqa: BLE001 - turned into one clear line
+            raise ConfigError(f"data.augment.{name} cannot be built ({err}); check its _target_ and arguments") from err
+    return out
+
+
+def build_transform(pre: Preprocess, augment: Mapping | None = None, train: bool = False,
+                    seed: int | None = None) -> A.Compose:
+    """Training: augmentations + preprocessing; evaluation/prediction: preprocessing only."""
+    steps = (build_augmentations(augment) if train else []) + pre.geometry() + pre.tail()
+    return A.Compose(steps, seed=seed)

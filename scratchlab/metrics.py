@@ -1,0 +1,81 @@
+"""Image-level classification metrics (torchmetrics), with the same names for every model.
+
+Binary tasks name their classes ``good`` / ``bad`` in metric names (``val/recall_bad``) whatever
+the data set calls them, so runs on different data compare side by side.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torchmetrics.classification import (
+    BinaryAUROC,
+    BinaryAveragePrecision,
+    MulticlassAccuracy,
+    MulticlassAUROC,
+    MulticlassConfusionMatrix,
+    MulticlassF1Score,
+    MulticlassPrecision,
+    MulticlassRecall,
+)
+
+from scratchlab.data.types import BINARY_CLASSES
+
+
+def metric_class_names(class_names: list[str]) -> list[str]:
+    """Names used in metric keys: good/bad for any binary task, the data set's names otherwise."""
+    return list(BINARY_CLASSES) if len(class_names) == 2 else list(class_names)
+
+
+def predict_classes(probs: torch.Tensor, threshold: float) -> torch.Tensor:
+    """Binary: bad iff P(bad) >= threshold; multiclass: the most probable class."""
+    if probs.shape[1] == 2:
+        return (probs[:, 1] >= threshold).long()
+    return probs.argmax(dim=1)
+
+
+class ClassificationMetrics(nn.Module):
+    """Accuracy, per-class precision / recall / F1, macro F1, AUROC (+ average precision when binary)."""
+
+    def __init__(self, class_names: list[str], threshold: float = 0.5) -> None:
+        super().__init__()
+        n = len(class_names)
+        self.names = metric_class_names(class_names)
+        self.threshold = threshold
+        self.accuracy = MulticlassAccuracy(n, average="micro")
+        self.precision = MulticlassPrecision(n, average=None)
+        self.recall = MulticlassRecall(n, average=None)
+        self.f1 = MulticlassF1Score(n, average=None)
+        self.confusion = MulticlassConfusionMatrix(n)
+        self.binary = n == 2
+        self.auroc = BinaryAUROC() if self.binary else MulticlassAUROC(n)
+        self.average_precision = BinaryAveragePrecision() if self.binary else None
+
+    def update(self, probs: torch.Tensor, target: torch.Tensor) -> None:
+        """``probs``: (B, n_classes) probabilities; ``target``: (B,) class indices."""
+        preds = predict_classes(probs, self.threshold)
+        for metric in (self.accuracy, self.precision, self.recall, self.f1, self.confusion):
+            metric.update(preds, target)
+        if self.binary:
+            self.auroc.update(probs[:, 1], target)
+            self.average_precision.update(probs[:, 1], target)
+        else:
+            self.auroc.update(probs, target)
+
+    def compute(self) -> dict[str, torch.Tensor]:
+        out = {"acc": self.accuracy.compute()}
+        for key, metric in (("precision", self.precision), ("recall", self.recall), ("f1", self.f1)):
+            values = metric.compute()
+            out.update({f"{key}_{name}": v for name, v in zip(self.names, values)})
+        out["f1_macro"] = self.f1.compute().mean()
+        out["auroc"] = self.auroc.compute()
+        if self.binary:
+            out["average_precision"] = self.average_precision.compute()
+        return out
+
+    def confusion_matrix(self) -> torch.Tensor:
+        """Rows: true class, columns: predicted class."""
+        return self.confusion.compute()
+
+    def reset(self) -> None:
+        for m in self.children():
+            m.reset()

@@ -1,0 +1,21 @@
+"""Model factories; ``build_model`` turns a ``model=`` config into a network."""
+from __future__ import annotations
+
+import inspect
+
+from hydra.utils import get_object, instantiate
+from omegaconf import DictConfig, OmegaConf
+from torch import nn
+
+# Keys every model config may carry for the rest of the pipeline; passed on only if the factory takes them.
+_SHARED_KEYS = ("task", "name", "image_size")
+
+
+def build_model(model_cfg: DictConfig, num_outputs: int) -> nn.Module:
+    """Instantiate ``model_cfg`` (a ``model=`` config) with ``num_outputs`` outputs."""
+    cfg = OmegaConf.to_container(model_cfg, resolve=True)
+    accepted = inspect.signature(get_object(cfg["_target_"])).parameters
+    for key in _SHARED_KEYS:
+        if key not in accepted:
+            cfg.pop(key, None)
+    return instantiate(cfg, num_outputs=num_outputs, _convert_="all")

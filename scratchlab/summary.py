@@ -1,0 +1,26 @@
+"""The short table printed at the end of a run: test metrics and where the MLflow run is."""
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from rich.console import Console
+from rich.table import Table
+
+from scratchlab.tracking import TrackedRun
+
+KEY_METRICS = ("acc", "precision_bad", "recall_bad", "f1_bad", "precision_good", "recall_good", "auroc", "loss")
+
+
+def print_summary(metrics: Mapping[str, float], run: TrackedRun, checkpoint: str | None) -> None:
+    table = Table(title="test metrics", show_header=True, header_style="bold")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    shown = [k for k in KEY_METRICS if f"test/{k}" in metrics] or sorted(k[5:] for k in metrics if k.startswith("test/"))
+    for key in shown:
+        table.add_row(key, f"{metrics[f'test/{key}']:.4f}")
+    console = Console()
+    console.print(table)
+    console.print(f"MLflow run: {run.run_id} in experiment {run.experiment_name!r}")
+    console.print(f"  view: {run.ui_hint}")
+    if checkpoint:
+        console.print(f"  best checkpoint: {checkpoint}")

@@ -1,0 +1,167 @@
+"""MLflow tracking: one run per training job, created before training and always closed with a status.
+
+Local by default: a SQLite store in ``mlruns/mlflow.db`` with artifacts in ``mlruns/artifacts``.
+A Hydra multirun logs all its jobs into one experiment, named after the sweep folder.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+import traceback
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import mlflow
+from mlflow.tracking import MlflowClient
+from omegaconf import DictConfig, OmegaConf
+
+log = logging.getLogger(__name__)
+RUN_ID_ENV = "SCRATCHLAB_MLFLOW_RUN_ID"  # lets DDP worker processes join the run of the main process
+PROJECT_DIR = Path(__file__).resolve().parent.parent
+
+
+@dataclass
+class TrackedRun:
+    """An open MLflow run: its client, ids and where to find it."""
+
+    client: MlflowClient
+    run_id: str
+    experiment_id: str
+    experiment_name: str
+    tracking_uri: str
+
+    def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
+        self.client.log_artifact(self.run_id, str(path), artifact_path)
+
+    def log_text(self, text: str, artifact_file: str) -> None:
+        self.client.log_text(self.run_id, text, artifact_file)
+
+    def log_figure(self, figure: Any, artifact_file: str) -> None:
+        self.client.log_figure(self.run_id, figure, artifact_file)
+
+    def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
+        for key, value in metrics.items():
+            self.client.log_metric(self.run_id, key, float(value), step=step or 0)
+
+    def set_tags(self, tags: Mapping[str, Any]) -> None:
+        for key, value in tags.items():
+            self.client.set_tag(self.run_id, key, str(value))
+
+    @property
+    def ui_hint(self) -> str:
+        uri = self.tracking_uri
+        if uri.startswith(("http://", "https://")):
+            return f"{uri.rstrip('/')}/#/experiments/{self.experiment_id}/runs/{self.run_id}"
+        return f"mlflow ui --backend-store-uri {uri}  (experiment {self.experiment_name!r}, run {self.run_id})"
+
+
+def git_info(path: Path = PROJECT_DIR) -> dict[str, str]:
+    """Commit and dirty flag of the project checkout, empty when it is not a git checkout."""
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=path, capture_output=True, text=True,
+                                check=True, timeout=10).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=path,
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return {}
+    return {"mlflow.source.git.commit": commit, "git_dirty": str(bool(dirty)).lower()}
+
+
+def _hydra_context() -> dict[str, Any]:
+    """Multirun sweep folder and job number, overrides; empty outside a Hydra app."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    if not HydraConfig.initialized():
+        return {}
+    hc = HydraConfig.get()
+    out = {"overrides": " ".join(hc.overrides.task), "output_dir": hc.runtime.output_dir}
+    if hc.mode == RunMode.MULTIRUN:
+        out.update(sweep_dir=hc.sweep.dir, job_num=hc.job.num)
+    return out
+
+
+def experiment_name(cfg: DictConfig, context: Mapping[str, Any]) -> str:
+    """``cfg.name`` for a single run; ``<name>-multirun-<sweep folder>`` for every job of one multirun."""
+    if "sweep_dir" in context:
+        return f"{cfg.name}-multirun-{Path(context['sweep_dir']).name}"
+    return str(cfg.name)
+
+
+def tracking_uri(cfg: DictConfig) -> str:
+    """The configured tracking URI; a local SQLite store gets its folder created."""
+    uri = str(cfg.logger.tracking_uri)
+    if uri.startswith("sqlite:///"):
+        Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    return uri
+
+
+def get_or_create_experiment(client: MlflowClient, name: str, artifact_root: str | None) -> str:
+    found = client.get_experiment_by_name(name)
+    if found is not None:
+        return found.experiment_id
+    location = None
+    if artifact_root:
+        location = (Path(artifact_root).resolve() / name).as_uri()
+    return client.create_experiment(name, artifact_location=location)
+
+
+@contextmanager
+def mlflow_run(cfg: DictConfig) -> Iterator[TrackedRun]:
+    """Open the run of this job (or join the main process's run in a DDP worker) and always close it.
+
+    An exception marks the run FAILED (KILLED for Ctrl-C) and stores the traceback as ``error.txt``.
+    """
+    uri = tracking_uri(cfg)
+    mlflow.set_tracking_uri(uri)
+    client = MlflowClient(uri)
+    joined = os.environ.get(RUN_ID_ENV)
+    if joined:
+        run = client.get_run(joined)
+        exp = client.get_experiment(run.info.experiment_id)
+        yield TrackedRun(client, joined, exp.experiment_id, exp.name, uri)
+        return
+    context = _hydra_context()
+    name = experiment_name(cfg, context)
+    local = not uri.startswith(("http://", "https://", "databricks"))
+    exp_id = get_or_create_experiment(client, name, cfg.logger.get("artifact_root") if local else None)
+    tags = {"mlflow.runName": cfg.run_name, "mlflow.source.name": "scratchlab.train", **git_info(),
+            "model": cfg.model.name, "data": cfg.data.name, "task": cfg.model.get("task", "classification"),
+            **{f"hydra.{k}": str(v) for k, v in context.items()},
+            **{str(k): str(v) for k, v in (cfg.get("tags") or {}).items()}}
+    run = client.create_run(exp_id, run_name=cfg.run_name, tags=tags)
+    tracked = TrackedRun(client, run.info.run_id, exp_id, name, uri)
+    os.environ[RUN_ID_ENV] = tracked.run_id
+    try:
+        tracked.log_text(OmegaConf.to_yaml(cfg, resolve=True), "config/config.yaml")
+        yield tracked
+    except BaseException as err:
+        status = "KILLED" if isinstance(err, KeyboardInterrupt) else "FAILED"
+        try:
+            tracked.log_text("".join(traceback.format_exception(err)), "error.txt")
+        finally:
+            client.set_terminated(tracked.run_id, status)
+        raise
+    else:
+        client.set_terminated(tracked.run_id, "FINISHED")
+    finally:
+        os.environ.pop(RUN_ID_ENV, None)
+
+
+def flatten_config(cfg: DictConfig) -> dict[str, Any]:
+    """Dotted keys -> leaf values of the resolved config (lists kept as one value)."""
+    out: dict[str, Any] = {}
+
+    def walk(node: Any, prefix: str) -> None:
+        if isinstance(node, dict):
+            for k, v in node.items():
+                walk(v, f"{prefix}{k}.")
+        else:
+            out[prefix[:-1]] = node
+
+    walk(OmegaConf.to_container(cfg, resolve=True), "")
+    return out

@@ -1,0 +1,24 @@
+"""``python -m scratchlab.train``: train a scratch detector from composed Hydra configs."""
+from __future__ import annotations
+
+import hydra
+from omegaconf import DictConfig
+
+from scratchlab.cli import run_or_exit
+from scratchlab.config import CONFIG_DIR, register_resolvers
+
+register_resolvers()
+
+
+@hydra.main(config_path=str(CONFIG_DIR), config_name="train", version_base="1.3")
+def main(cfg: DictConfig) -> float | None:
+    """Train, test and log one configuration; returns the optimized metric for sweepers."""
+    from scratchlab.training import run_training
+
+    metrics = run_or_exit(run_training, cfg)
+    target = cfg.get("optimized_metric")
+    return metrics.get(target) if target else None
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,89 @@
+"""The training job behind ``python -m scratchlab.train``: build, fit, test, log everything to MLflow."""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import pytorch_lightning as pl
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig
+from pytorch_lightning.callbacks import Callback, ModelCheckpoint
+from pytorch_lightning.loggers import MLFlowLogger
+
+from scratchlab.builders import build_datamodule, build_task
+from scratchlab.reports import (
+    classification_report,
+    confusion_matrix_figure,
+    precision_recall_figure,
+    training_curves_figure,
+)
+from scratchlab.tracking import TrackedRun, flatten_config, mlflow_run
+
+log = logging.getLogger(__name__)
+
+
+def build_callbacks(cfg: DictConfig) -> list[Callback]:
+    return [instantiate(node) for node in (cfg.get("callbacks") or {}).values() if node is not None]
+
+
+def _log_test_reports(run: TrackedRun, task: pl.LightningModule, threshold: float) -> None:
+    out = task.test_outputs
+    if not out.get("probs"):
+        return
+    probs, targets = torch.cat(out["probs"]), torch.cat(out["targets"])
+    names = task.class_names
+    run.log_text(classification_report(probs, targets, names, threshold), "classification_report.txt")
+    for fig, name in ((confusion_matrix_figure(probs, targets, names, threshold), "confusion_matrix.png"),
+                      (precision_recall_figure(probs, targets, names), "precision_recall_curve.png")):
+        run.log_figure(fig, name)
+        plt.close(fig)
+
+
+def _log_training_curves(run: TrackedRun) -> None:
+    keys = [k for k in run.client.get_run(run.run_id).data.metrics if k.startswith(("train/", "val/"))]
+    history = {k: [(m.step, m.value) for m in run.client.get_metric_history(run.run_id, k)] for k in keys}
+    if history:
+        fig = training_curves_figure(history)
+        run.log_figure(fig, "training_curves.png")
+        plt.close(fig)
+
+
+def _scalars(trainer: pl.Trainer, prefix: str) -> dict[str, float]:
+    return {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith(prefix)}
+
+
+def run_training(cfg: DictConfig) -> dict[str, float]:
+    """Train and test one configuration; returns the last validation and the test metrics (also in MLflow)."""
+    pl.seed_everything(cfg.seed, workers=True)
+    output_dir = Path(cfg.paths.output_dir)
+    with mlflow_run(cfg) as run:
+        datamodule = build_datamodule(cfg)
+        datamodule.prepare_data()
+        datamodule.setup("fit")
+        task = build_task(cfg, datamodule.class_names, datamodule.class_counts("train"))
+        logger = MLFlowLogger(experiment_name=run.experiment_name, tracking_uri=run.tracking_uri,
+                              run_id=run.run_id, log_model=False)
+        logger.log_hyperparams(flatten_config(cfg))
+        callbacks = build_callbacks(cfg)
+        trainer: pl.Trainer = instantiate(cfg.trainer, logger=logger, callbacks=callbacks,
+                                          default_root_dir=str(output_dir))
+        trainer.fit(task, datamodule=datamodule)
+        checkpoint = next((c for c in callbacks if isinstance(c, ModelCheckpoint)), None)
+        best = checkpoint.best_model_path if checkpoint is not None and checkpoint.best_model_path else None
+        metrics = _scalars(trainer, "val/")
+        if cfg.test_after_fit:
+            trainer.test(task, datamodule=datamodule, ckpt_path=best, verbose=False)
+            metrics.update(_scalars(trainer, "test/"))
+        if trainer.is_global_zero:
+            run.log_text(datamodule.split_frame().to_csv(index=False), "split.csv")
+            _log_test_reports(run, task, cfg.decision.threshold)
+            _log_training_curves(run)
+            if best and cfg.logger.get("log_checkpoint", True):
+                run.log_artifact(best, "checkpoints")
+            run.set_tags({"best_checkpoint": best or "", "world_size": trainer.world_size})
+            from scratchlab.summary import print_summary
+
+            print_summary(metrics, run, best)
+        return metrics
