@@ -38,7 +38,8 @@ class ClassificationTask(pl.LightningModule):
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler
         self.class_names = list(class_names)
-        self.metrics = nn.ModuleDict({s: ClassificationMetrics(class_names, threshold) for s in STAGES})
+        # ModuleDict keys cannot be "train" (a Module method), hence the suffix.
+        self.metrics = nn.ModuleDict({f"{s}_metrics": ClassificationMetrics(class_names, threshold) for s in STAGES})
         self.test_outputs: dict[str, list] = {}
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -48,7 +49,7 @@ class ClassificationTask(pl.LightningModule):
         logits = self(batch["image"])
         loss = self.loss(logits, batch["label"])
         probs = logits_to_probs(logits.detach().float())
-        self.metrics[stage].update(probs, batch["label"])
+        self.metrics[f"{stage}_metrics"].update(probs, batch["label"])
         self.log(f"{stage}/loss", loss, on_step=False, on_epoch=True, prog_bar=stage != "test",
                  batch_size=len(logits), sync_dist=True)
         return loss, probs
@@ -69,9 +70,9 @@ class ClassificationTask(pl.LightningModule):
         self.test_outputs = {"probs": [], "targets": [], "paths": []}
 
     def _log_epoch_metrics(self, stage: str) -> None:
-        for key, value in self.metrics[stage].compute().items():
+        for key, value in self.metrics[f"{stage}_metrics"].compute().items():
             self.log(f"{stage}/{key}", value, prog_bar=stage == "val" and key in PROGRESS_METRICS, sync_dist=True)
-        self.metrics[stage].reset()
+        self.metrics[f"{stage}_metrics"].reset()
 
     def on_train_epoch_end(self) -> None:
         self._log_epoch_metrics("train")
@@ -80,7 +81,6 @@ class ClassificationTask(pl.LightningModule):
         self._log_epoch_metrics("val")
 
     def on_test_epoch_end(self) -> None:
-        self.test_confusion = self.metrics["test"].confusion_matrix().cpu()
         self._log_epoch_metrics("test")
 
     def configure_optimizers(self) -> Any:

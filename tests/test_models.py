@@ -1,0 +1,101 @@
+"""Every model builds and trains a step; every model x loss x optimizer composes; weights load locally only."""
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+
+import pytest
+import torch
+from hydra.utils import instantiate
+
+from scratchlab.builders import build_task
+from scratchlab.config import CONFIG_DIR, compose
+from scratchlab.errors import ConfigError
+from scratchlab.models.classifiers import ScratchCNN, timm_classifier
+
+CLASSIFIERS = ["cnn", "resnet50", "convnext", "vit", "mobilenetv2"]
+LOSSES = sorted(p.stem for p in (CONFIG_DIR / "loss").glob("*.yaml"))
+OPTIMIZERS = sorted(p.stem for p in (CONFIG_DIR / "optimizer").glob("*.yaml"))
+SCHEDULERS = sorted(p.stem for p in (CONFIG_DIR / "scheduler").glob("*.yaml"))
+
+
+def _cfg(tmp_path: Path, *overrides: str):
+    return compose("train", [f"paths.root_dir={tmp_path}", f"hydra.run.dir={tmp_path}/run", *overrides])
+
+
+@pytest.mark.parametrize("model", CLASSIFIERS)
+@pytest.mark.parametrize("loss", ["bce", "ce"])
+def test_classifier_trains_one_step(tmp_path: Path, model: str, loss: str) -> None:
+    cfg = _cfg(tmp_path, f"model={model}", "model.image_size=32", f"loss={loss}", "scheduler=cosine")
+    task = build_task(cfg, ["good", "bad"], class_counts=[30, 10])
+    assert task.net.eval()(torch.zeros(1, 3, 32, 32)).shape == (1, 1 if loss == "bce" else 2)
+    optimizer = task.configure_optimizers()["optimizer"]
+    batch = {"image": torch.randn(4, 3, 32, 32), "label": torch.tensor([0, 1, 0, 1]), "path": ["x"] * 4}
+    before = [p.detach().clone() for p in task.net.parameters()]
+    task.train()
+    loss_value = task.loss(task(batch["image"]), batch["label"])
+    loss_value.backward()
+    optimizer.step()
+    assert torch.isfinite(loss_value)
+    changed = sum(not torch.equal(a, b) for a, b in zip(before, task.net.parameters()))
+    assert changed > 0, "an optimizer step must change the weights"
+
+
+@pytest.mark.parametrize(("model", "loss", "optimizer"), list(itertools.product(CLASSIFIERS, LOSSES, OPTIMIZERS)))
+def test_every_combination_composes(tmp_path: Path, model: str, loss: str, optimizer: str) -> None:
+    cfg = _cfg(tmp_path, f"model={model}", f"loss={loss}", f"optimizer={optimizer}")
+    assert cfg.model.task == "classification"
+    loss_fn = instantiate(cfg.loss)
+    assert loss_fn.num_outputs(2) in (1, 2)
+    opt = instantiate(cfg.optimizer)(params=[torch.nn.Parameter(torch.zeros(1))])
+    assert opt.defaults["lr"] == pytest.approx(cfg.optimizer.lr)
+
+
+@pytest.mark.parametrize("scheduler", SCHEDULERS)
+def test_schedulers_compose(tmp_path: Path, scheduler: str) -> None:
+    cfg = _cfg(tmp_path, f"scheduler={scheduler}", "model.image_size=16")
+    task = build_task(cfg, ["good", "bad"])
+    configured = task.configure_optimizers()
+    assert isinstance(configured, torch.optim.Optimizer) == (scheduler == "none")
+
+
+def test_cnn_matches_earlier_architecture() -> None:
+    net = ScratchCNN(num_outputs=1, image_size=100)
+    convs = [m for m in net.modules() if isinstance(m, torch.nn.Conv2d)]
+    linears = [m for m in net.modules() if isinstance(m, torch.nn.Linear)]
+    assert [c.out_channels for c in convs] == [32, 64] and all(c.kernel_size == (3, 3) for c in convs)
+    assert linears[0].in_features == 64 * 23 * 23 and linears[0].out_features == 64 and linears[1].out_features == 1
+
+
+def test_variant_override(tmp_path: Path) -> None:
+    cfg = _cfg(tmp_path, "model=convnext", "model.name=convnext_atto", "model.image_size=32")
+    task = build_task(cfg, ["good", "bad"])
+    assert task.net.default_cfg["architecture"] == "convnext_atto"
+
+
+def test_auto_class_weights(tmp_path: Path) -> None:
+    task = build_task(_cfg(tmp_path, "loss=bce", "loss.pos_weight=auto", "model.image_size=16"), ["good", "bad"], [40, 10])
+    assert float(task.loss.pos_weight) == pytest.approx(4.0)
+    task = build_task(_cfg(tmp_path, "loss=ce", "loss.class_weights=auto", "model.image_size=16"), ["good", "bad"], [40, 10])
+    assert task.loss.weight[1] / task.loss.weight[0] == pytest.approx(4.0)
+
+
+def test_weights_path_loads_local_file(tmp_path: Path) -> None:
+    source = timm_classifier("mobilenetv2_050", num_outputs=1000)
+    path = tmp_path / "weights.pth"
+    torch.save(source.state_dict(), path)
+    model = timm_classifier("mobilenetv2_050", num_outputs=1, weights_path=str(path))
+    assert torch.equal(model.conv_stem.weight, source.conv_stem.weight)
+    assert model.get_classifier().out_features == 1
+
+
+def test_missing_weights_fail_fast_with_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    import scratchlab.models.classifiers as classifiers
+
+    monkeypatch.setattr(classifiers, "_hub_reachable", lambda *a, **k: False)
+    with pytest.raises(ConfigError, match="weights_path"):
+        timm_classifier("convnext_atto", pretrained=True)
+    with pytest.raises(ConfigError, match="does not exist"):
+        timm_classifier("convnext_atto", weights_path=str(tmp_path / "nope.pth"))
