@@ -39,9 +39,11 @@ def compose(config_name: str = "train", overrides: Sequence[str] = ()) -> DictCo
 
     with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
         cfg = hydra_compose(config_name=config_name, overrides=list(overrides), return_hydra_config=True)
-    HydraConfig.instance().set_config(cfg)
     output_dir = Path(str(cfg.hydra.run.dir)).resolve()
     output_dir.mkdir(parents=True, exist_ok=True)
+    with open_dict(cfg):
+        cfg.hydra.runtime.output_dir = str(output_dir)
+    HydraConfig.instance().set_config(cfg)
     with open_dict(cfg):
         del cfg["hydra"]
         if "paths" in cfg:

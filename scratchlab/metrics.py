@@ -36,19 +36,21 @@ def predict_classes(probs: torch.Tensor, threshold: float) -> torch.Tensor:
 class ClassificationMetrics(nn.Module):
     """Accuracy, per-class precision / recall / F1, macro F1, AUROC (+ average precision when binary)."""
 
-    def __init__(self, class_names: list[str], threshold: float = 0.5) -> None:
+    def __init__(self, class_names: list[str], threshold: float = 0.5, sync_on_compute: bool = True) -> None:
+        """``sync_on_compute=False`` computes on this process's data only (reports built after a DDP run)."""
         super().__init__()
         n = len(class_names)
+        kw = {"sync_on_compute": sync_on_compute}
         self.names = metric_class_names(class_names)
         self.threshold = threshold
-        self.accuracy = MulticlassAccuracy(n, average="micro")
-        self.precision = MulticlassPrecision(n, average=None)
-        self.recall = MulticlassRecall(n, average=None)
-        self.f1 = MulticlassF1Score(n, average=None)
-        self.confusion = MulticlassConfusionMatrix(n)
+        self.accuracy = MulticlassAccuracy(n, average="micro", **kw)
+        self.precision = MulticlassPrecision(n, average=None, **kw)
+        self.recall = MulticlassRecall(n, average=None, **kw)
+        self.f1 = MulticlassF1Score(n, average=None, **kw)
+        self.confusion = MulticlassConfusionMatrix(n, **kw)
         self.binary = n == 2
-        self.auroc = BinaryAUROC() if self.binary else MulticlassAUROC(n)
-        self.average_precision = BinaryAveragePrecision() if self.binary else None
+        self.auroc = BinaryAUROC(**kw) if self.binary else MulticlassAUROC(n, **kw)
+        self.average_precision = BinaryAveragePrecision(**kw) if self.binary else None
 
     def update(self, probs: torch.Tensor, target: torch.Tensor) -> None:
         """``probs``: (B, n_classes) probabilities; ``target``: (B,) class indices."""

@@ -21,7 +21,7 @@ from scratchlab.metrics import ClassificationMetrics, metric_class_names  # noqa
 def classification_report(probs: torch.Tensor, targets: torch.Tensor, class_names: Sequence[str],
                           threshold: float) -> str:
     """Per-class precision / recall / F1 / support, accuracy and AUROC as a fixed-width table."""
-    metrics = ClassificationMetrics(list(class_names), threshold)
+    metrics = ClassificationMetrics(list(class_names), threshold, sync_on_compute=False)
     metrics.update(probs, targets)
     values = {k: float(v) for k, v in metrics.compute().items()}
     keys = metric_class_names(list(class_names))
@@ -42,7 +42,7 @@ def confusion_matrix_figure(probs: torch.Tensor, targets: torch.Tensor, class_na
                             threshold: float) -> Figure:
     from scratchlab.metrics import predict_classes
 
-    cm = MulticlassConfusionMatrix(len(class_names))
+    cm = MulticlassConfusionMatrix(len(class_names), sync_on_compute=False)
     cm.update(predict_classes(probs, threshold), targets)
     fig, ax = cm.plot(labels=list(class_names))
     ax.set_title("confusion matrix (rows: true, columns: predicted)")
@@ -52,14 +52,13 @@ def confusion_matrix_figure(probs: torch.Tensor, targets: torch.Tensor, class_na
 
 def precision_recall_figure(probs: torch.Tensor, targets: torch.Tensor, class_names: Sequence[str]) -> Figure:
     if len(class_names) == 2:
-        curve = BinaryPrecisionRecallCurve()
+        curve = BinaryPrecisionRecallCurve(sync_on_compute=False)
         curve.update(probs[:, 1], targets)
     else:
-        curve = MulticlassPrecisionRecallCurve(len(class_names))
+        curve = MulticlassPrecisionRecallCurve(len(class_names), sync_on_compute=False)
         curve.update(probs, targets)
     fig, ax = curve.plot(score=True)
     ax.set_title(f"precision-recall ({class_names[1]} positive)" if len(class_names) == 2 else "precision-recall")
-    fig.tight_layout()
     return fig
 
 

@@ -97,7 +97,10 @@ class ScratchDataModule(pl.LightningDataModule):
         return counts
 
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
-        return DataLoader(self.datasets[split], batch_size=self.batch_size, shuffle=shuffle,
+        dataset = self.datasets[split]
+        # A last training batch of one image breaks batch norm; drop it when there is more than one batch.
+        drop_last = shuffle and len(dataset) > self.batch_size
+        return DataLoader(dataset, batch_size=self.batch_size, shuffle=shuffle, drop_last=drop_last,
                           num_workers=self.num_workers, pin_memory=self.pin_memory,
                           persistent_workers=self.num_workers > 0, worker_init_fn=seed_worker_transform)
 

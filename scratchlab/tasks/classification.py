@@ -82,6 +82,12 @@ class ClassificationTask(pl.LightningModule):
 
     def on_test_epoch_end(self) -> None:
         self._log_epoch_metrics("test")
+        if self.trainer.world_size > 1:  # every process saw a share of the test split: collect them all
+            import torch.distributed as dist
+
+            shards: list[dict] = [{} for _ in range(self.trainer.world_size)]
+            dist.all_gather_object(shards, self.test_outputs)
+            self.test_outputs = {k: [x for shard in shards for x in shard[k]] for k in self.test_outputs}
 
     def configure_optimizers(self) -> Any:
         optimizer = self.optimizer_factory(params=self.parameters())

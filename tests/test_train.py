@@ -1,0 +1,117 @@
+"""End-to-end training: MLflow runs with metrics and artifacts, seeds, failures, the CLI, multirun and DDP."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import mlflow
+import pytest
+from mlflow.tracking import MlflowClient
+
+from scratchlab.config import compose
+from scratchlab.errors import DataError
+from scratchlab.training import run_training
+from tests.conftest import PROJECT_DIR, run_cli, tiny_overrides, write_tiny_folder_dataset
+
+EXPECTED_ARTIFACTS = {"classification_report.txt", "confusion_matrix.png", "precision_recall_curve.png",
+                      "training_curves.png", "split.csv", "config/config.yaml", "checkpoints/best.ckpt"}
+
+
+def _artifacts(client: MlflowClient, run_id: str, path: str | None = None) -> set[str]:
+    out: set[str] = set()
+    for info in client.list_artifacts(run_id, path):
+        out |= _artifacts(client, run_id, info.path) if info.is_dir else {info.path}
+    return out
+
+
+def _runs(root: Path, experiment: str | None = None):
+    mlflow.set_tracking_uri(f"sqlite:///{root}/mlruns/mlflow.db")
+    names = [experiment] if experiment else [e.name for e in MlflowClient().search_experiments()]
+    return mlflow.search_runs(experiment_names=names)
+
+
+def test_tiny_run_is_logged_to_mlflow(tmp_path: Path, tiny_dataset: Path) -> None:
+    metrics = run_training(compose("train", tiny_overrides(tmp_path, tiny_dataset)))
+    runs = _runs(tmp_path, "scratchlab")
+    assert len(runs) == 1 and runs.status[0] == "FINISHED"
+    run = runs.iloc[0]
+    for key in ("test/recall_bad", "test/precision_bad", "test/f1_good", "test/auroc", "test/acc", "val/loss"):
+        assert 0.0 <= run[f"metrics.{key}"] <= max(1.0, run[f"metrics.{key}"])
+    assert run["metrics.test/recall_bad"] == pytest.approx(metrics["test/recall_bad"])
+    assert run["params.model.name"] == "cnn" and run["params.optimizer.lr"] == "0.001"
+    assert len(run["tags.mlflow.source.git.commit"]) == 40
+    client = MlflowClient()
+    assert len(client.get_metric_history(run.run_id, "val/loss")) == 2, "one validation loss per epoch"
+    assert len(client.get_metric_history(run.run_id, "train/loss")) == 2
+    assert EXPECTED_ARTIFACTS <= _artifacts(client, run.run_id)
+    report = Path(client.download_artifacts(run.run_id, "classification_report.txt", str(tmp_path))).read_text()
+    assert "bad" in report and "precision" in report and "threshold" in report
+
+
+def test_same_seed_repeats_the_same_metrics(tmp_path: Path, tiny_dataset: Path) -> None:
+    first = run_training(compose("train", tiny_overrides(tmp_path, tiny_dataset, "a") + ["seed=7"]))
+    second = run_training(compose("train", tiny_overrides(tmp_path, tiny_dataset, "b") + ["seed=7"]))
+    assert first == second
+
+
+def test_failing_run_is_marked_failed(tmp_path: Path) -> None:
+    data = write_tiny_folder_dataset(tmp_path / "data", n_good=12, n_bad=6)
+    broken = sorted((data / "good").iterdir())
+    for path in broken:
+        path.write_bytes(b"not a png")
+    cfg = compose("train", tiny_overrides(tmp_path, data) + ["data.check=false"])
+    with pytest.raises(DataError, match="g0"):
+        run_training(cfg)
+    runs = _runs(tmp_path, "scratchlab")
+    assert runs.status.tolist() == ["FAILED"]
+    error = Path(MlflowClient().download_artifacts(runs.run_id[0], "error.txt", str(tmp_path))).read_text()
+    assert "DataError" in error
+
+
+def test_help_lists_groups_and_cfg_job_prints_config(tmp_path: Path) -> None:
+    help_text = run_cli("scratchlab.train", ["--help"], cwd=tmp_path).stdout
+    for group in ("data", "model", "loss", "optimizer", "scheduler", "trainer", "logger", "callbacks", "paths",
+                  "experiment", "decision", "augment"):
+        assert f"\n{group}: " in help_text, group
+    assert "convnext, " in help_text or "convnext\n" in help_text
+    job = run_cli("scratchlab.train", ["--cfg", "job", "model=convnext", "optimizer=adamw"], cwd=tmp_path)
+    assert job.returncode == 0 and "convnext_tiny" in job.stdout and "torch.optim.AdamW" in job.stdout
+
+
+def test_unknown_option_fails_with_hydra_message(tmp_path: Path) -> None:
+    result = run_cli("scratchlab.train", ["model=no_such_model"], cwd=tmp_path)
+    assert result.returncode != 0
+    assert "Could not find 'model/no_such_model'" in result.stderr and "Available options" in result.stderr
+
+
+def test_bad_data_root_is_one_clear_line(tmp_path: Path) -> None:
+    result = run_cli("scratchlab.train", tiny_overrides(tmp_path, tmp_path / "missing"), cwd=tmp_path)
+    assert result.returncode == 2
+    lines = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(lines) == 1 and "missing" in lines[0] and "Traceback" not in result.stderr
+    assert _runs(tmp_path, "scratchlab").status.tolist() == ["FAILED"]
+
+
+def test_multirun_groups_jobs_in_one_experiment(tmp_path: Path, tiny_dataset: Path) -> None:
+    overrides = [o for o in tiny_overrides(tmp_path, tiny_dataset) if not o.startswith(("hydra.run", "model="))]
+    result = run_cli("scratchlab.train", ["--multirun", "model=cnn,mobilenetv2", "optimizer.lr=1e-3,3e-4",
+                                          "trainer.max_epochs=1", *overrides], cwd=tmp_path, timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    runs = _runs(tmp_path)
+    assert len(runs) == 4 and set(runs.status) == {"FINISHED"}
+    assert runs.experiment_id.nunique() == 1
+    assert {(m, lr) for m, lr in zip(runs["params.model.name"], runs["params.optimizer.lr"])} == {
+        ("cnn", "0.001"), ("cnn", "0.0003"), ("mobilenetv2_100", "0.001"), ("mobilenetv2_100", "0.0003")}
+
+
+def test_ddp_runs_two_processes_into_one_run(tmp_path: Path, tiny_dataset: Path) -> None:
+    result = run_cli("scratchlab.train", [*tiny_overrides(tmp_path, tiny_dataset), "trainer=ddp",
+                                          "trainer.max_epochs=1"], cwd=tmp_path, timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    runs = _runs(tmp_path, "scratchlab")
+    assert len(runs) == 1 and runs.status[0] == "FINISHED"
+    assert runs["tags.world_size"][0] == "2"
+    assert "metrics.test/recall_bad" in runs.columns
+
+
+def test_project_dir_is_the_checkout() -> None:
+    assert (PROJECT_DIR / "conf" / "train.yaml").is_file()
