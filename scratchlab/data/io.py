@@ -1,0 +1,121 @@
+"""Reading images and masks of any common encoding into plain uint8 arrays, and pixel digests."""
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from functools import lru_cache
+from pathlib import Path
+
+import cv2
+import numpy as np
+from PIL import Image
+
+from scratchlab.errors import DataError
+
+IMAGE_EXTENSIONS = (".png", ".bmp", ".jpg", ".jpeg", ".tif", ".tiff")
+"""File suffixes (lower case) treated as images or masks."""
+
+_CONVERT = {"1": "L", "P": "RGB", "PA": "RGB", "La": "LA", "RGBa": "RGBA", "CMYK": "RGB", "YCbCr": "RGB",
+            "LAB": "RGB", "HSV": "RGB"}
+"""Pillow modes without a direct array form, and the mode they are read as."""
+
+
+def _decode(path: str | Path, keep_palette: bool) -> np.ndarray:
+    """Pixels as stored: (H, W) or (H, W, C) in RGB(A) order with the stored dtype; palette images as
+    RGB colours, or as their indices with ``keep_palette``. Missing, truncated or unreadable files
+    raise DataError."""
+    try:
+        with Image.open(path) as im:
+            im.load()
+            if im.mode in _CONVERT and not (im.mode == "P" and keep_palette):
+                im = im.convert(_CONVERT[im.mode])
+            return np.asarray(im)
+    except FileNotFoundError:
+        raise DataError(f"{path} does not exist; fix the path or remove it from the data set") from None
+    except Exception as e:  # any decoder failure means the file itself is broken
+        raise DataError(f"{path} cannot be decoded ({e}); re-export or delete the file") from None
+
+
+def image_info(path: str | Path) -> tuple[int, int, str]:
+    """``(width, height, Pillow mode)`` from the file header, without decoding the pixels."""
+    try:
+        with Image.open(path) as im:
+            return im.width, im.height, im.mode
+    except FileNotFoundError:
+        raise DataError(f"{path} does not exist; fix the path or remove it from the data set") from None
+    except Exception as e:
+        raise DataError(f"{path} is no readable image ({e}); re-export or delete the file") from None
+
+
+def _to_uint8(arr: np.ndarray) -> np.ndarray:
+    """Scale wider integer types by their 16-bit range (>> 8) and floats from [0, 1] (or clip) to uint8."""
+    if arr.dtype == np.uint8:
+        return arr
+    if arr.dtype.kind in "ui":
+        return (np.clip(arr, 0, 65535).astype(np.uint16) >> 8).astype(np.uint8)
+    scale = 255.0 if arr.size and float(np.nanmax(arr)) <= 1.0 else 1.0
+    return np.clip(np.nan_to_num(arr) * scale, 0, 255).round().astype(np.uint8)
+
+
+def read_image(path: str | Path) -> np.ndarray:
+    """An image file as an (H, W, 3) uint8 RGB array (gray replicated, alpha dropped, 16-bit >> 8)."""
+    arr = _to_uint8(_decode(path, keep_palette=False))
+    if arr.ndim == 3 and arr.shape[2] >= 3:
+        return np.ascontiguousarray(arr[:, :, :3])
+    gray = arr if arr.ndim == 2 else arr[:, :, 0]  # gray, or gray + alpha
+    return cv2.cvtColor(np.ascontiguousarray(gray), cv2.COLOR_GRAY2RGB)
+
+
+def read_mask(path: str | Path, threshold: int = 128) -> np.ndarray:
+    """A mask file as an (H, W) uint8 array of 0 (background) and 1 (defect).
+
+    Colour masks are reduced to the maximum over their colour channels (alpha ignored); palette
+    masks use their indices. If every value is 0 or 1 (label maps, palette 0/1) any non-zero value is
+    defect; otherwise the mask is brought to 8 bits (16-bit >> 8) and defect = value >= ``threshold``.
+    """
+    arr = _decode(path, keep_palette=True)
+    if arr.ndim == 3:
+        arr = arr[:, :, :1] if arr.shape[2] <= 2 else arr[:, :, :3]
+        arr = arr.max(axis=2)
+    if arr.dtype.kind in "biu" and arr.max() <= 1:
+        return (arr > 0).astype(np.uint8)
+    return (_to_uint8(arr) >= threshold).astype(np.uint8)
+
+
+def pixel_digest(image: np.ndarray) -> str:
+    """Hex digest of an array's shape and pixels."""
+    h = hashlib.blake2b(str(image.shape).encode(), digest_size=16)
+    h.update(np.ascontiguousarray(image).data)
+    return h.hexdigest()
+
+
+@lru_cache(maxsize=None)
+def _cached_digest(path: str, mtime_ns: int, size: int) -> str:
+    return pixel_digest(read_image(path))
+
+
+def file_digest(path: str | Path) -> str:
+    """Digest of an image's decoded RGB pixels: equal for identical pixels under any name or lossless
+    encoding. Cached in memory by path, modification time and size, so each file is decoded once."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        raise DataError(f"{path} does not exist; fix the path or remove it from the data set") from None
+    return _cached_digest(str(Path(path).resolve()), st.st_mtime_ns, st.st_size)
+
+
+def file_digests(paths: Sequence[str | Path]) -> list[str]:
+    """``file_digest`` of many files, decoded on all CPU cores."""
+    with ThreadPoolExecutor(max_workers=os.cpu_count()) as pool:
+        return list(pool.map(file_digest, paths))
+
+
+def list_images(folder: Path, recursive: bool = False) -> list[Path]:
+    """Sorted image files in ``folder`` (none if it does not exist), skipping hidden files and folders."""
+    if not folder.is_dir():
+        return []
+    found = folder.rglob("*") if recursive else folder.iterdir()
+    return sorted(p for p in found if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file()
+                  and not any(part.startswith(".") for part in p.relative_to(folder).parts))
