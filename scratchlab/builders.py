@@ -1,6 +1,7 @@
 """Config -> objects: the one place that knows how data, model, loss and task fit together."""
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import pytorch_lightning as pl
@@ -12,10 +13,11 @@ from scratchlab.data.transforms import Preprocess
 from scratchlab.errors import ConfigError
 from scratchlab.models import build_model
 from scratchlab.tasks.classification import ClassificationTask
+from scratchlab.tasks.segmentation import SegmentationTask
 
 
 def preprocess_from_config(cfg: DictConfig) -> Preprocess:
-    return Preprocess(image_size=int(cfg.model.image_size), resize=cfg.data.get("resize", "stretch"))
+    return Preprocess(image_size=int(cfg.model.image_size), resize=cfg.data.resize)
 
 
 def build_datamodule(cfg: DictConfig) -> ScratchDataModule:
@@ -30,13 +32,40 @@ def build_datamodule(cfg: DictConfig) -> ScratchDataModule:
 def build_task(cfg: DictConfig, class_names: list[str], class_counts: list[int] | None = None) -> pl.LightningModule:
     """The LightningModule for ``cfg.model.task``; ``class_counts`` (training split) resolves "auto" weights."""
     task = cfg.model.get("task", "classification")
-    if task != "classification":
-        raise ConfigError(f"model.task={task!r} is not supported; use a classification model")
+    if task not in TASK_BUILDERS:
+        raise ConfigError(f"model.task={task!r} is not one of {', '.join(TASK_BUILDERS)}")
     loss = instantiate(cfg.loss)
+    scheduler = instantiate(cfg.scheduler) if cfg.get("scheduler") else None
+    common = {"loss": loss, "optimizer": instantiate(cfg.optimizer), "scheduler": scheduler,
+              "config": OmegaConf.to_container(cfg, resolve=True)}
+    return TASK_BUILDERS[task](cfg, class_names, class_counts, common)
+
+
+def _classification(cfg: DictConfig, class_names: list[str], class_counts: list[int] | None,
+                    common: dict[str, Any]) -> pl.LightningModule:
+    loss = common["loss"]
+    if not hasattr(loss, "num_outputs"):
+        raise ConfigError(f"loss={cfg.loss._target_.rsplit('.', 1)[-1]} is a segmentation loss; "
+                          f"classification models take loss=bce or loss=ce")
     if class_counts is not None:
         loss.fit_class_counts(class_counts)
     net = build_model(cfg.model, num_outputs=loss.num_outputs(len(class_names)))
-    scheduler = instantiate(cfg.scheduler) if cfg.get("scheduler") else None
-    config: dict[str, Any] = OmegaConf.to_container(cfg, resolve=True)
-    return ClassificationTask(net=net, loss=loss, optimizer=instantiate(cfg.optimizer), scheduler=scheduler,
-                              class_names=class_names, threshold=cfg.decision.threshold, config=config)
+    return ClassificationTask(net=net, class_names=class_names, threshold=cfg.decision.threshold, **common)
+
+
+def _segmentation(cfg: DictConfig, class_names: list[str], class_counts: list[int] | None,
+                  common: dict[str, Any]) -> pl.LightningModule:
+    if len(class_names) != 2:
+        raise ConfigError(f"segmentation needs a binary data set (good/bad with masks), got {len(class_names)} classes")
+    if getattr(common["loss"], "pos_weight_spec", None) == "auto":
+        raise ConfigError("loss.pos_weight=auto counts images, not pixels; give segmentation a number or null")
+    net = build_model(cfg.model, num_outputs=1)
+    decision = OmegaConf.to_container(cfg.decision, resolve=True)
+    return SegmentationTask(net=net, decision=decision, pad_mode=preprocess_from_config(cfg).resize == "pad",
+                            class_names=class_names, **common)
+
+
+TASK_BUILDERS: dict[str, Callable[..., pl.LightningModule]] = {
+    "classification": _classification,
+    "segmentation": _segmentation,
+}

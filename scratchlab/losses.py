@@ -1,4 +1,4 @@
-"""Losses as small modules with one interface: ``loss(logits, target)``.
+"""Losses as small modules with one interface: ``loss(logits, target)`` (labels or masks).
 
 Classification losses know how many outputs they need (``num_outputs``) and can weight classes
 from the training split's counts (``"auto"``).
@@ -10,6 +10,8 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 from torch.nn import functional as F
+
+from segmentation_models_pytorch import losses as smp_losses
 
 from scratchlab.errors import ConfigError
 
@@ -72,3 +74,39 @@ class CELoss(nn.Module):
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         return F.cross_entropy(logits, target.long(), weight=self.weight, label_smoothing=self.label_smoothing)
+
+
+class DiceLoss(nn.Module):
+    """Soft Dice loss on scratch-probability maps (segmentation-models-pytorch), 1 - Dice."""
+
+    def __init__(self, smooth: float = 1.0) -> None:
+        super().__init__()
+        self.dice = smp_losses.DiceLoss(mode="binary", from_logits=True, smooth=smooth)
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return self.dice(logits, target.reshape(logits.shape))
+
+
+class FocalLoss(nn.Module):
+    """Binary focal loss (segmentation-models-pytorch): down-weights easy background pixels."""
+
+    def __init__(self, alpha: float | None = 0.25, gamma: float = 2.0) -> None:
+        super().__init__()
+        self.focal = smp_losses.FocalLoss(mode="binary", alpha=alpha, gamma=gamma)
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return self.focal(logits, target.reshape(logits.shape))
+
+
+class BCEDiceLoss(nn.Module):
+    """``bce_weight * BCE + dice_weight * Dice``, the loss of the earlier U-Net work."""
+
+    def __init__(self, bce_weight: float = 0.5, dice_weight: float = 0.5, pos_weight: float | None = None) -> None:
+        super().__init__()
+        if bce_weight < 0 or dice_weight < 0 or bce_weight + dice_weight == 0:
+            raise ConfigError(f"loss weights bce={bce_weight}, dice={dice_weight}: use non-negative weights, not both 0")
+        self.bce, self.dice = BCELoss(pos_weight), DiceLoss()
+        self.bce_weight, self.dice_weight = bce_weight, dice_weight
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return self.bce_weight * self.bce(logits, target) + self.dice_weight * self.dice(logits, target)

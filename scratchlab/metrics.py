@@ -1,4 +1,4 @@
-"""Image-level classification metrics (torchmetrics), with the same names for every model.
+"""Image- and pixel-level metrics (torchmetrics), with the same names for every model.
 
 Binary tasks name their classes ``good`` / ``bad`` in metric names (``val/recall_bad``) whatever
 the data set calls them, so runs on different data compare side by side.
@@ -10,6 +10,10 @@ from torch import nn
 from torchmetrics.classification import (
     BinaryAUROC,
     BinaryAveragePrecision,
+    BinaryF1Score,
+    BinaryJaccardIndex,
+    BinaryPrecision,
+    BinaryRecall,
     MulticlassAccuracy,
     MulticlassAUROC,
     MulticlassConfusionMatrix,
@@ -80,4 +84,43 @@ class ClassificationMetrics(nn.Module):
 
     def reset(self) -> None:
         for m in self.children():
+            m.reset()
+
+
+class SegmentationMetrics(nn.Module):
+    """Pixel Dice (= pixel F1), IoU, precision, recall on the valid (unpadded) pixels, and image-level
+    accuracy / precision / recall / F1 of bad from the area rule, named as in ``ClassificationMetrics``."""
+
+    def __init__(self, mask_threshold: float = 0.5) -> None:
+        super().__init__()
+        kw = {"threshold": mask_threshold}
+        self.dice = BinaryF1Score(**kw)
+        self.iou = BinaryJaccardIndex(**kw)
+        self.pixel_precision = BinaryPrecision(**kw)
+        self.pixel_recall = BinaryRecall(**kw)
+        self.image = nn.ModuleDict({"acc": MulticlassAccuracy(2, average="micro"),
+                                    "precision": MulticlassPrecision(2, average=None),
+                                    "recall": MulticlassRecall(2, average=None),
+                                    "f1": MulticlassF1Score(2, average=None)})
+
+    def update(self, probs: torch.Tensor, masks: torch.Tensor, valid: torch.Tensor, image_bad: torch.Tensor,
+               labels: torch.Tensor) -> None:
+        """``probs``/``masks``/``valid``: (B, H, W); ``image_bad``: (B,) decisions; ``labels``: (B,) 0 good 1 bad."""
+        p, t = probs[valid], masks[valid].long()
+        for metric in (self.dice, self.iou, self.pixel_precision, self.pixel_recall):
+            metric.update(p, t)
+        for metric in self.image.values():
+            metric.update(image_bad.long(), labels.long())
+
+    def compute(self) -> dict[str, torch.Tensor]:
+        out = {"dice": self.dice.compute(), "iou": self.iou.compute(),
+               "pixel_precision": self.pixel_precision.compute(), "pixel_recall": self.pixel_recall.compute(),
+               "acc": self.image["acc"].compute()}
+        for key in ("precision", "recall", "f1"):
+            good, bad = self.image[key].compute()
+            out.update({f"{key}_good": good, f"{key}_bad": bad})
+        return out
+
+    def reset(self) -> None:
+        for m in (self.dice, self.iou, self.pixel_precision, self.pixel_recall, *self.image.values()):
             m.reset()

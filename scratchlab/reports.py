@@ -68,8 +68,12 @@ def training_curves_figure(history: Mapping[str, Sequence[tuple[int, float]]]) -
     for key in sorted(history):
         families.setdefault(key.split("/", 1)[-1], []).append(key)
     names = sorted(families, key=lambda n: (n != "loss", n))
-    fig, axes = plt.subplots(1, len(names), figsize=(4.5 * len(names), 3.5), squeeze=False)
-    for ax, name in zip(axes[0], names):
+    ncols = min(4, len(names))
+    nrows = -(-len(names) // ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(4.5 * ncols, 3.2 * nrows), squeeze=False)
+    for ax in axes.flat[len(names):]:
+        ax.set_visible(False)
+    for ax, name in zip(axes.flat, names):
         for key in families[name]:
             steps, values = zip(*history[key]) if history[key] else ((), ())
             ax.plot(steps, values, marker="o", ms=3, label=key.split("/")[0])

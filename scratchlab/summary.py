@@ -8,7 +8,8 @@ from rich.table import Table
 
 from scratchlab.tracking import TrackedRun
 
-KEY_METRICS = ("acc", "precision_bad", "recall_bad", "f1_bad", "precision_good", "recall_good", "auroc", "loss")
+KEY_METRICS = ("acc", "precision_bad", "recall_bad", "f1_bad", "precision_good", "recall_good", "auroc", "dice", "iou",
+               "pixel_precision", "pixel_recall", "map_segm", "loss")
 
 
 def print_summary(metrics: Mapping[str, float], run: TrackedRun, checkpoint: str | None) -> None:

@@ -6,19 +6,13 @@ from pathlib import Path
 
 import matplotlib.pyplot as plt
 import pytorch_lightning as pl
-import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 from pytorch_lightning.callbacks import Callback, ModelCheckpoint
 from pytorch_lightning.loggers import MLFlowLogger
 
 from scratchlab.builders import build_datamodule, build_task
-from scratchlab.reports import (
-    classification_report,
-    confusion_matrix_figure,
-    precision_recall_figure,
-    training_curves_figure,
-)
+from scratchlab.reports import training_curves_figure
 from scratchlab.tracking import TrackedRun, flatten_config, mlflow_run
 
 log = logging.getLogger(__name__)
@@ -26,19 +20,6 @@ log = logging.getLogger(__name__)
 
 def build_callbacks(cfg: DictConfig) -> list[Callback]:
     return [instantiate(node) for node in (cfg.get("callbacks") or {}).values() if node is not None]
-
-
-def _log_test_reports(run: TrackedRun, task: pl.LightningModule, threshold: float) -> None:
-    out = task.test_outputs
-    if not out.get("probs"):
-        return
-    probs, targets = torch.cat(out["probs"]), torch.cat(out["targets"])
-    names = task.class_names
-    run.log_text(classification_report(probs, targets, names, threshold), "classification_report.txt")
-    for fig, name in ((confusion_matrix_figure(probs, targets, names, threshold), "confusion_matrix.png"),
-                      (precision_recall_figure(probs, targets, names), "precision_recall_curve.png")):
-        run.log_figure(fig, name)
-        plt.close(fig)
 
 
 def _log_training_curves(run: TrackedRun) -> None:
@@ -78,7 +59,7 @@ def run_training(cfg: DictConfig) -> dict[str, float]:
             metrics.update(_scalars(trainer, "test/"))
         if trainer.is_global_zero:
             run.log_text(datamodule.split_frame().to_csv(index=False), "split.csv")
-            _log_test_reports(run, task, cfg.decision.threshold)
+            task.log_test_artifacts(run)
             _log_training_curves(run)
             if best and cfg.logger.get("log_checkpoint", True):
                 run.log_artifact(best, "checkpoints")

@@ -9,7 +9,7 @@ import pandas as pd
 import pytorch_lightning as pl
 from torch.utils.data import DataLoader
 
-from scratchlab.data.dataset import ImageDataset, seed_worker_transform
+from scratchlab.data.dataset import ImageDataset, pad_collate, seed_worker_transform
 from scratchlab.data.splits import split_samples, splits_to_frame
 from scratchlab.data.transforms import Preprocess, build_transform
 from scratchlab.data.types import SampleIndex
@@ -102,7 +102,8 @@ class ScratchDataModule(pl.LightningDataModule):
         drop_last = shuffle and len(dataset) > self.batch_size
         return DataLoader(dataset, batch_size=self.batch_size, shuffle=shuffle, drop_last=drop_last,
                           num_workers=self.num_workers, pin_memory=self.pin_memory,
-                          persistent_workers=self.num_workers > 0, worker_init_fn=seed_worker_transform)
+                          persistent_workers=self.num_workers > 0, worker_init_fn=seed_worker_transform,
+                          collate_fn=pad_collate if self.preprocess.resize == "pad" else None)
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", shuffle=True)

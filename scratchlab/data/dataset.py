@@ -4,6 +4,7 @@ from __future__ import annotations
 import albumentations as A
 import numpy as np
 import torch
+from torch.nn import functional as F
 from torch.utils.data import Dataset, get_worker_info
 
 from scratchlab.data.io import read_image, read_mask
@@ -12,7 +13,8 @@ from scratchlab.errors import DataError
 
 
 class ImageDataset(Dataset):
-    """Items are dicts: ``image`` (3,H,W float), ``label`` (int), ``mask`` (H,W float 0/1), ``path``."""
+    """Items are dicts: ``image`` (3,H,W float), ``label`` (int), ``mask`` (H,W float 0/1), ``path``,
+    ``size`` (the image's height and width as read, before any resizing or padding)."""
 
     def __init__(self, samples: list[Sample], transform: A.Compose, mask_threshold: int = 128) -> None:
         self.samples = samples
@@ -34,7 +36,22 @@ class ImageDataset(Dataset):
             mask = np.zeros(image.shape[:2], np.uint8)
         out = self.transform(image=image, mask=mask)
         return {"image": out["image"], "label": s.label, "mask": torch.as_tensor(out["mask"]).float(),
-                "path": str(s.image)}
+                "path": str(s.image), "size": torch.tensor(image.shape[:2])}
+
+
+def pad_collate(items: list[dict]) -> dict:
+    """Collate items of different sizes by zero-padding images and masks at the bottom/right to the largest."""
+    height = max(it["image"].shape[-2] for it in items)
+    width = max(it["image"].shape[-1] for it in items)
+
+    def pad(t: torch.Tensor) -> torch.Tensor:
+        return F.pad(t, (0, width - t.shape[-1], 0, height - t.shape[-2]))
+
+    return {"image": torch.stack([pad(it["image"]) for it in items]),
+            "mask": torch.stack([pad(it["mask"]) for it in items]),
+            "label": torch.tensor([it["label"] for it in items]),
+            "size": torch.stack([it["size"] for it in items]),
+            "path": [it["path"] for it in items]}
 
 
 def seed_worker_transform(_worker_id: int) -> None:

@@ -12,7 +12,7 @@ from scratchlab.errors import ConfigError
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-RESIZE_MODES = ("stretch", "letterbox")
+RESIZE_MODES = ("stretch", "letterbox", "pad")
 
 
 @dataclass(frozen=True)
@@ -20,11 +20,13 @@ class Preprocess:
     """How an RGB uint8 image becomes a network input; stored with every model so inference matches training.
 
     ``stretch`` resizes to a square ``image_size`` (as the earlier work did); ``letterbox`` keeps the
-    aspect ratio and pads with black.
+    aspect ratio and pads with black to a square; ``pad`` keeps the native resolution and pads the
+    bottom/right edges to a multiple of ``pad_multiple`` (segmentation: predictions are cropped back).
     """
 
     image_size: int
     resize: str = "stretch"
+    pad_multiple: int = 32
     mean: tuple[float, ...] = IMAGENET_MEAN
     std: tuple[float, ...] = IMAGENET_STD
 
@@ -40,12 +42,17 @@ class Preprocess:
     @classmethod
     def from_dict(cls, d: Mapping) -> "Preprocess":
         return cls(image_size=int(d["image_size"]), resize=d.get("resize", "stretch"),
+                   pad_multiple=int(d.get("pad_multiple", 32)),
                    mean=tuple(d.get("mean", IMAGENET_MEAN)), std=tuple(d.get("std", IMAGENET_STD)))
 
     def geometry(self) -> list[A.BasicTransform]:
         size = self.image_size
         if self.resize == "stretch":
             return [A.Resize(size, size)]
+        if self.resize == "pad":
+            m = self.pad_multiple
+            return [A.PadIfNeeded(min_height=None, min_width=None, pad_height_divisor=m, pad_width_divisor=m,
+                                  position="top_left", border_mode=0, fill=0, fill_mask=0)]
         return [A.LongestMaxSize(max_size=size), A.PadIfNeeded(size, size, border_mode=0, fill=0, fill_mask=0)]
 
     def tail(self) -> list[A.BasicTransform]:

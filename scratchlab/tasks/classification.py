@@ -4,14 +4,13 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-import pytorch_lightning as pl
+import matplotlib.pyplot as plt
 import torch
 from torch import nn
 
 from scratchlab.metrics import ClassificationMetrics
-
-STAGES = ("train", "val", "test")
-PROGRESS_METRICS = ("acc", "f1_bad")
+from scratchlab.reports import classification_report, confusion_matrix_figure, precision_recall_figure
+from scratchlab.tasks.base import BaseTask, gather_test_outputs
 
 
 def logits_to_probs(logits: torch.Tensor) -> torch.Tensor:
@@ -22,24 +21,21 @@ def logits_to_probs(logits: torch.Tensor) -> torch.Tensor:
     return logits.softmax(dim=1)
 
 
-class ClassificationTask(pl.LightningModule):
+class ClassificationTask(BaseTask):
     """Trains ``net`` with ``loss``; logs ``{stage}/loss`` and the metrics of ``ClassificationMetrics``.
 
     ``config`` (the resolved run config) is stored in the checkpoint so a model can be rebuilt from it alone.
     Test predictions are kept in ``test_outputs`` (probabilities, targets, paths) for reports.
     """
 
+    progress_metrics = ("acc", "f1_bad")
+
     def __init__(self, net: nn.Module, loss: nn.Module, optimizer: Callable, scheduler: Callable | None,
                  class_names: list[str], threshold: float = 0.5, config: dict[str, Any] | None = None) -> None:
-        super().__init__()
+        super().__init__(net, loss, optimizer, scheduler)
         self.save_hyperparameters(ignore=["net", "loss", "optimizer", "scheduler"])
-        self.net = net
-        self.loss = loss
-        self.optimizer_factory = optimizer
-        self.scheduler_factory = scheduler
         self.class_names = list(class_names)
-        # ModuleDict keys cannot be "train" (a Module method), hence the suffix.
-        self.metrics = nn.ModuleDict({f"{s}_metrics": ClassificationMetrics(class_names, threshold) for s in STAGES})
+        self.init_metrics(lambda: ClassificationMetrics(class_names, threshold))
         self.test_outputs: dict[str, list] = {}
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -49,9 +45,8 @@ class ClassificationTask(pl.LightningModule):
         logits = self(batch["image"])
         loss = self.loss(logits, batch["label"])
         probs = logits_to_probs(logits.detach().float())
-        self.metrics[f"{stage}_metrics"].update(probs, batch["label"])
-        self.log(f"{stage}/loss", loss, on_step=False, on_epoch=True, prog_bar=stage != "test",
-                 batch_size=len(logits), sync_dist=True)
+        self.stage_metrics(stage).update(probs, batch["label"])
+        self.log_loss(stage, loss, len(logits))
         return loss, probs
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
@@ -69,29 +64,18 @@ class ClassificationTask(pl.LightningModule):
     def on_test_epoch_start(self) -> None:
         self.test_outputs = {"probs": [], "targets": [], "paths": []}
 
-    def _log_epoch_metrics(self, stage: str) -> None:
-        for key, value in self.metrics[f"{stage}_metrics"].compute().items():
-            self.log(f"{stage}/{key}", value, prog_bar=stage == "val" and key in PROGRESS_METRICS, sync_dist=True)
-        self.metrics[f"{stage}_metrics"].reset()
-
-    def on_train_epoch_end(self) -> None:
-        self._log_epoch_metrics("train")
-
-    def on_validation_epoch_end(self) -> None:
-        self._log_epoch_metrics("val")
-
     def on_test_epoch_end(self) -> None:
-        self._log_epoch_metrics("test")
-        if self.trainer.world_size > 1:  # every process saw a share of the test split: collect them all
-            import torch.distributed as dist
+        super().on_test_epoch_end()
+        self.test_outputs = gather_test_outputs(self, self.test_outputs)
 
-            shards: list[dict] = [{} for _ in range(self.trainer.world_size)]
-            dist.all_gather_object(shards, self.test_outputs)
-            self.test_outputs = {k: [x for shard in shards for x in shard[k]] for k in self.test_outputs}
-
-    def configure_optimizers(self) -> Any:
-        optimizer = self.optimizer_factory(params=self.parameters())
-        if self.scheduler_factory is None:
-            return optimizer
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": self.scheduler_factory(optimizer),
-                                                         "interval": "epoch"}}
+    def log_test_artifacts(self, run: Any) -> None:
+        """classification_report.txt, confusion_matrix.png and precision_recall_curve.png of the test split."""
+        if not self.test_outputs.get("probs"):
+            return
+        probs, targets = torch.cat(self.test_outputs["probs"]), torch.cat(self.test_outputs["targets"])
+        threshold, names = self.hparams.threshold, self.class_names
+        run.log_text(classification_report(probs, targets, names, threshold), "classification_report.txt")
+        for fig, name in ((confusion_matrix_figure(probs, targets, names, threshold), "confusion_matrix.png"),
+                          (precision_recall_figure(probs, targets, names), "precision_recall_curve.png")):
+            run.log_figure(fig, name)
+            plt.close(fig)
