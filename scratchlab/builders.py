@@ -13,6 +13,7 @@ from scratchlab.data.transforms import Preprocess
 from scratchlab.errors import ConfigError
 from scratchlab.models import build_model
 from scratchlab.tasks.classification import ClassificationTask
+from scratchlab.tasks.instance import InstanceSegmentationTask
 from scratchlab.tasks.segmentation import SegmentationTask
 
 
@@ -65,7 +66,21 @@ def _segmentation(cfg: DictConfig, class_names: list[str], class_counts: list[in
                             class_names=class_names, **common)
 
 
+def _instance(cfg: DictConfig, class_names: list[str], class_counts: list[int] | None,
+              common: dict[str, Any]) -> pl.LightningModule:
+    if len(class_names) != 2:
+        raise ConfigError(f"Mask R-CNN needs a binary data set (good/bad with masks), got {len(class_names)} classes")
+    if preprocess_from_config(cfg).resize != "pad":
+        raise ConfigError("model=maskrcnn takes images at their own size: keep data.resize=pad")
+    net = build_model(cfg.model, num_outputs=2)
+    decision = OmegaConf.to_container(cfg.decision, resolve=True)
+    return InstanceSegmentationTask(net=net, decision=decision, score_threshold=cfg.model.score_threshold,
+                                    min_instance_area=cfg.model.min_instance_area, class_names=class_names,
+                                    **{**common, "loss": None})
+
+
 TASK_BUILDERS: dict[str, Callable[..., pl.LightningModule]] = {
     "classification": _classification,
     "segmentation": _segmentation,
+    "instance": _instance,
 }

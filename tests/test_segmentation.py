@@ -94,3 +94,15 @@ def test_tiny_segmentation_run_logs_dice_and_overlays(tmp_path: Path, tiny_datas
         assert f"metrics.{key}" in run.index and 0.0 <= run[f"metrics.{key}"] <= 1.0, key
     names = {a.path for a in MlflowClient().list_artifacts(run.run_id, "val_overlays")}
     assert names == {"val_overlays/epoch_000.png"}
+
+
+def test_maskrcnn_trains_and_logs_mask_map(tmp_path: Path, tiny_dataset: Path) -> None:
+    overrides = [o for o in tiny_overrides(tmp_path, tiny_dataset) if not o.startswith("model")]
+    metrics = run_training(compose("train", overrides + [
+        "model=maskrcnn", "model.min_size=64", "model.max_size=96", "trainer.max_epochs=1", "data.batch_size=4",
+        "trainer.limit_train_batches=2", "trainer.limit_val_batches=1", "trainer.limit_test_batches=1"]))
+    assert {"test/map_segm", "test/map_bbox", "test/map50_segm", "test/dice", "test/recall_bad"} <= set(metrics)
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path}/mlruns/mlflow.db")
+    run = mlflow.search_runs(experiment_names=["scratchlab"]).iloc[0]
+    assert run.status == "FINISHED" and "metrics.val/map_segm" in run.index
+    assert run["metrics.train/loss_mask"] > 0, "torchvision's mask loss is logged per epoch"

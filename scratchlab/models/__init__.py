@@ -8,7 +8,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 # Keys every model config may carry for the rest of the pipeline; passed on only if the factory takes them.
-_SHARED_KEYS = ("task", "name", "image_size", "resize")
+_SHARED_KEYS = ("task", "name", "image_size", "resize", "score_threshold", "min_instance_area")
 
 
 def build_model(model_cfg: DictConfig, num_outputs: int) -> nn.Module:

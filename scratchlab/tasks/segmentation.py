@@ -52,17 +52,20 @@ class SegmentationTask(BaseTask):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
 
-    def _step(self, batch: dict, stage: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    def loss_and_probs(self, batch: dict, stage: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """The training loss and (B, H, W) scratch probabilities of a batch."""
         logits = self(batch["image"])
-        loss = self.loss(logits, batch["mask"][:, None])
-        probs = torch.sigmoid(logits.detach().float()[:, 0])
+        return self.loss(logits, batch["mask"][:, None]), torch.sigmoid(logits.detach().float()[:, 0])
+
+    def _step(self, batch: dict, stage: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        loss, probs = self.loss_and_probs(batch, stage)
         valid = valid_pixels(batch, probs.shape, self.pad_mode)
         areas = image_scores_from_masks(probs * valid, self.decision)
         sizes = batch["size"].tolist() if self.pad_mode else [probs.shape[1:]] * len(probs)
         image_bad = torch.tensor([bool(decide_from_area(float(a), self.decision, h, w))
                                   for a, (h, w) in zip(areas.tolist(), sizes)], device=probs.device)
         self.stage_metrics(stage).update(probs, batch["mask"], valid, image_bad, batch["label"] > 0)
-        self.log_loss(stage, loss, len(logits))
+        self.log_loss(stage, loss, len(probs))
         return loss, probs, areas, image_bad
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
