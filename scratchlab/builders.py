@@ -51,7 +51,8 @@ def _classification(cfg: DictConfig, class_names: list[str], class_counts: list[
     if class_counts is not None:
         loss.fit_class_counts(class_counts)
     net = build_model(cfg.model, num_outputs=loss.num_outputs(len(class_names)))
-    return ClassificationTask(net=net, class_names=class_names, threshold=cfg.decision.threshold, **common)
+    return ClassificationTask(net=net, class_names=class_names, threshold=cfg.decision.threshold,
+                              class_counts=class_counts, **common)
 
 
 def _segmentation(cfg: DictConfig, class_names: list[str], class_counts: list[int] | None,
@@ -79,8 +80,22 @@ def _instance(cfg: DictConfig, class_names: list[str], class_counts: list[int] |
                                     **{**common, "loss": None})
 
 
+def _two_stage(cfg: DictConfig, class_names: list[str], class_counts: list[int] | None,
+               common: dict[str, Any]) -> pl.LightningModule:
+    from scratchlab.checkpoints import load_task
+    from scratchlab.tasks.two_stage import TwoStageTask
+
+    classifier, segmenter = load_task(cfg.model.classifier_ckpt), load_task(cfg.model.segmenter_ckpt)
+    if not isinstance(classifier, ClassificationTask) or not isinstance(segmenter, SegmentationTask):
+        raise ConfigError("model.classifier_ckpt must be a classification checkpoint and model.segmenter_ckpt "
+                          "a segmentation one")
+    return TwoStageTask(classifier, segmenter, decision=OmegaConf.to_container(cfg.decision, resolve=True),
+                        gate_threshold=cfg.model.get("gate_threshold"), config=common["config"])
+
+
 TASK_BUILDERS: dict[str, Callable[..., pl.LightningModule]] = {
     "classification": _classification,
     "segmentation": _segmentation,
     "instance": _instance,
+    "two_stage": _two_stage,
 }

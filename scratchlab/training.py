@@ -50,7 +50,8 @@ def run_training(cfg: DictConfig) -> dict[str, float]:
         callbacks = build_callbacks(cfg)
         trainer: pl.Trainer = instantiate(cfg.trainer, logger=logger, callbacks=callbacks,
                                           default_root_dir=str(output_dir))
-        trainer.fit(task, datamodule=datamodule)
+        if getattr(task, "needs_training", True):
+            trainer.fit(task, datamodule=datamodule)
         checkpoint = next((c for c in callbacks if isinstance(c, ModelCheckpoint)), None)
         best = checkpoint.best_model_path if checkpoint is not None and checkpoint.best_model_path else None
         metrics = _scalars(trainer, "val/")

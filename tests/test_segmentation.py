@@ -106,3 +106,24 @@ def test_maskrcnn_trains_and_logs_mask_map(tmp_path: Path, tiny_dataset: Path) -
     run = mlflow.search_runs(experiment_names=["scratchlab"]).iloc[0]
     assert run.status == "FINISHED" and "metrics.val/map_segm" in run.index
     assert run["metrics.train/loss_mask"] > 0, "torchvision's mask loss is logged per epoch"
+
+
+def test_two_stage_gates_the_segmenter(tmp_path: Path, tiny_dataset: Path) -> None:
+    base = [o for o in tiny_overrides(tmp_path, tiny_dataset) if not o.startswith(("model", "hydra.run"))]
+    base += ["trainer.max_epochs=1"]
+    run_training(compose("train", base + [f"hydra.run.dir={tmp_path}/cls", "model=cnn", "model.image_size=32"]))
+    seg = run_training(compose("train", base + [f"hydra.run.dir={tmp_path}/seg", "model=unet",
+                                                "model.encoder_name=resnet18"]))
+
+    def two_stage(gate: float) -> dict[str, float]:
+        return run_training(compose("train", base + [
+            f"hydra.run.dir={tmp_path}/two_{gate}", "model=two_stage", f"model.gate_threshold={gate}",
+            f"model.classifier_ckpt={tmp_path}/cls/checkpoints/best.ckpt",
+            f"model.segmenter_ckpt={tmp_path}/seg/checkpoints/best.ckpt"]))
+
+    everything = two_stage(0.0)
+    assert everything["test/gate_rate"] == 1.0
+    assert everything["test/dice"] == pytest.approx(seg["test/dice"], abs=1e-6), "gating nothing out = segmenter"
+    nothing = two_stage(1.0)  # a one-epoch classifier is never that sure: no image reaches the segmenter
+    assert nothing["test/gate_rate"] == 0.0
+    assert nothing["test/recall_bad"] == 0.0 and nothing["test/pixel_recall"] == 0.0

@@ -24,14 +24,16 @@ def logits_to_probs(logits: torch.Tensor) -> torch.Tensor:
 class ClassificationTask(BaseTask):
     """Trains ``net`` with ``loss``; logs ``{stage}/loss`` and the metrics of ``ClassificationMetrics``.
 
-    ``config`` (the resolved run config) is stored in the checkpoint so a model can be rebuilt from it alone.
+    ``config`` (the resolved run config) and ``class_counts`` (training split, for "auto" loss weights)
+    are stored in the checkpoint so a model can be rebuilt from it alone.
     Test predictions are kept in ``test_outputs`` (probabilities, targets, paths) for reports.
     """
 
     progress_metrics = ("acc", "f1_bad")
 
     def __init__(self, net: nn.Module, loss: nn.Module, optimizer: Callable, scheduler: Callable | None,
-                 class_names: list[str], threshold: float = 0.5, config: dict[str, Any] | None = None) -> None:
+                 class_names: list[str], threshold: float = 0.5, config: dict[str, Any] | None = None,
+                 class_counts: list[int] | None = None) -> None:
         super().__init__(net, loss, optimizer, scheduler)
         self.save_hyperparameters(ignore=["net", "loss", "optimizer", "scheduler"])
         self.class_names = list(class_names)
