@@ -6,16 +6,34 @@ import sys
 from collections.abc import Callable
 from typing import TypeVar
 
+from hydra.errors import InstantiationException
+from omegaconf.errors import InterpolationResolutionError, MissingMandatoryValue
+
 from scratchlab.errors import ScratchlabError
 
 T = TypeVar("T")
 log = logging.getLogger("scratchlab")
 
 
+def user_error(err: BaseException) -> str | None:
+    """The one-line message of a user error (also when Hydra's instantiate wrapped it), else None."""
+    seen: BaseException | None = err
+    while seen is not None:
+        if isinstance(seen, ScratchlabError):
+            return str(seen)
+        seen = seen.__cause__ or seen.__context__
+    if isinstance(err, (InstantiationException, MissingMandatoryValue, InterpolationResolutionError)):
+        return str(err).strip().splitlines()[0]
+    return None
+
+
 def run_or_exit(fn: Callable[..., T], *args, **kwargs) -> T:
-    """Call ``fn``; a ``ScratchlabError`` prints ``error: <message>`` to stderr and exits with code 2."""
+    """Call ``fn``; a user error prints ``error: <message>`` to stderr and exits with code 2."""
     try:
         return fn(*args, **kwargs)
-    except ScratchlabError as err:
-        print(f"error: {err}", file=sys.stderr)
+    except Exception as err:
+        message = user_error(err)
+        if message is None:
+            raise
+        print(f"error: {message}", file=sys.stderr)
         sys.exit(2)

@@ -28,6 +28,15 @@ def register_resolvers() -> None:
 register_resolvers()
 
 
+def require_complete(cfg: DictConfig) -> None:
+    """Stop with one line when a mandatory value (``???``, e.g. ``data.root``) was not given."""
+    missing = sorted(OmegaConf.missing_keys(cfg))
+    if missing:
+        from scratchlab.errors import ConfigError
+
+        raise ConfigError(f"{', '.join(missing)} must be given: add {missing[0]}=VALUE to the command")
+
+
 def compose(config_name: str = "train", overrides: Sequence[str] = ()) -> DictConfig:
     """Compose a config from ``conf/`` like the command line would (for notebooks and tests).
 

@@ -9,14 +9,16 @@ from rich.table import Table
 from scratchlab.tracking import TrackedRun
 
 KEY_METRICS = ("acc", "precision_bad", "recall_bad", "f1_bad", "precision_good", "recall_good", "auroc", "dice", "iou",
-               "pixel_precision", "pixel_recall", "map_segm", "loss")
+               "pixel_precision", "pixel_recall", "map_segm", "f1_macro", "loss")
 
 
 def print_summary(metrics: Mapping[str, float], run: TrackedRun, checkpoint: str | None) -> None:
     table = Table(title="test metrics", show_header=True, header_style="bold")
     table.add_column("metric")
     table.add_column("value", justify="right")
-    shown = [k for k in KEY_METRICS if f"test/{k}" in metrics] or sorted(k[5:] for k in metrics if k.startswith("test/"))
+    tested = sorted(k[5:] for k in metrics if k.startswith("test/"))
+    binary = "precision_bad" in tested or "dice" in tested
+    shown = [k for k in KEY_METRICS if k in tested] if binary else tested  # multiclass: every class
     for key in shown:
         table.add_row(key, f"{metrics[f'test/{key}']:.4f}")
     console = Console()

@@ -12,6 +12,7 @@ from pytorch_lightning.callbacks import Callback, ModelCheckpoint
 from pytorch_lightning.loggers import MLFlowLogger
 
 from scratchlab.builders import build_datamodule, build_task
+from scratchlab.config import require_complete
 from scratchlab.reports import training_curves_figure
 from scratchlab.tracking import TrackedRun, flatten_config, mlflow_run
 
@@ -37,6 +38,7 @@ def _scalars(trainer: pl.Trainer, prefix: str) -> dict[str, float]:
 
 def run_training(cfg: DictConfig) -> dict[str, float]:
     """Train and test one configuration; returns the last validation and the test metrics (also in MLflow)."""
+    require_complete(cfg)
     pl.seed_everything(cfg.seed, workers=True)
     output_dir = Path(cfg.paths.output_dir)
     with mlflow_run(cfg) as run:

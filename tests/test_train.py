@@ -115,3 +115,12 @@ def test_ddp_runs_two_processes_into_one_run(tmp_path: Path, tiny_dataset: Path)
 
 def test_project_dir_is_the_checkout() -> None:
     assert (PROJECT_DIR / "conf" / "train.yaml").is_file()
+
+
+@pytest.mark.parametrize(("args", "expected"), [(["data=folder"], "data.root"),
+                                                (["data=neu", "data.root=.", "data.task=nope"], "nope")])
+def test_config_mistakes_are_one_clear_line(tmp_path: Path, args: list[str], expected: str) -> None:
+    result = run_cli("scratchlab.train", [f"paths.root_dir={tmp_path}", *args], cwd=tmp_path)
+    assert result.returncode == 2, result.stderr[-1000:]
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and expected in errors[0] and "Traceback" not in result.stderr
