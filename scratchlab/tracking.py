@@ -21,6 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 
 log = logging.getLogger(__name__)
 RUN_ID_ENV = "SCRATCHLAB_MLFLOW_RUN_ID"  # lets DDP worker processes join the run of the main process
+ROLE_TAG = "scratchlab.role"
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 
 
@@ -81,15 +82,28 @@ def _hydra_context() -> dict[str, Any]:
     hc = HydraConfig.get()
     out = {"overrides": " ".join(hc.overrides.task), "output_dir": hc.runtime.output_dir}
     if hc.mode == RunMode.MULTIRUN:
-        out.update(sweep_dir=hc.sweep.dir, job_num=hc.job.num)
+        out.update(sweep_dir=hc.sweep.dir, job_num=hc.job.num, study=hc.sweeper.get("study_name") or "")
     return out
 
 
 def experiment_name(cfg: DictConfig, context: Mapping[str, Any]) -> str:
-    """``cfg.name`` for a single run; ``<name>-multirun-<sweep folder>`` for every job of one multirun."""
+    """``cfg.name`` for a single run; for every job of one multirun ``<name>-multirun-<sweep folder>``,
+    or the Optuna study name, so that a resumed study keeps logging into the same experiment."""
+    if context.get("study"):
+        return str(context["study"])
     if "sweep_dir" in context:
         return f"{cfg.name}-multirun-{Path(context['sweep_dir']).name}"
     return str(cfg.name)
+
+
+def sweep_parent_run(client: MlflowClient, experiment_id: str, name: str) -> str:
+    """The one parent run that groups the jobs of a sweep experiment (created on first use)."""
+    found = client.search_runs([experiment_id], filter_string=f"tags.`{ROLE_TAG}` = 'sweep'", max_results=1)
+    if found:
+        return found[0].info.run_id
+    run = client.create_run(experiment_id, run_name=name, tags={ROLE_TAG: "sweep", **git_info()})
+    client.set_terminated(run.info.run_id, "FINISHED")
+    return run.info.run_id
 
 
 def tracking_uri(cfg: DictConfig) -> str:
@@ -133,6 +147,8 @@ def mlflow_run(cfg: DictConfig) -> Iterator[TrackedRun]:
             "model": cfg.model.name, "data": cfg.data.name, "task": cfg.model.get("task", "classification"),
             **{f"hydra.{k}": str(v) for k, v in context.items()},
             **{str(k): str(v) for k, v in (cfg.get("tags") or {}).items()}}
+    if "sweep_dir" in context:
+        tags["mlflow.parentRunId"] = sweep_parent_run(client, exp_id, name)
     run = client.create_run(exp_id, run_name=cfg.run_name, tags=tags)
     tracked = TrackedRun(client, run.info.run_id, exp_id, name, uri)
     os.environ[RUN_ID_ENV] = tracked.run_id

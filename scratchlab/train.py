@@ -6,6 +6,7 @@ from omegaconf import DictConfig
 
 from scratchlab.cli import run_or_exit
 from scratchlab.config import CONFIG_DIR, register_resolvers
+from scratchlab.errors import ConfigError
 
 register_resolvers()
 
@@ -17,7 +18,15 @@ def main(cfg: DictConfig) -> float | None:
 
     metrics = run_or_exit(run_training, cfg)
     target = cfg.get("optimized_metric")
-    return metrics.get(target) if target else None
+    if not target:
+        return None
+    if target not in metrics:
+        run_or_exit(_missing_metric, target, metrics)
+    return metrics[target]
+
+
+def _missing_metric(target: str, metrics: dict[str, float]) -> None:
+    raise ConfigError(f"optimized_metric={target} is not a metric of this run; choose one of {', '.join(sorted(metrics))}")
 
 
 if __name__ == "__main__":

@@ -56,6 +56,8 @@ def run_training(cfg: DictConfig) -> dict[str, float]:
             trainer.fit(task, datamodule=datamodule)
         checkpoint = next((c for c in callbacks if isinstance(c, ModelCheckpoint)), None)
         best = checkpoint.best_model_path if checkpoint is not None and checkpoint.best_model_path else None
+        if cfg.get("optimized_metric") and best:  # sweeps compare models at their best checkpoint
+            trainer.validate(task, datamodule=datamodule, ckpt_path=best, verbose=False)
         metrics = _scalars(trainer, "val/")
         if cfg.test_after_fit:
             trainer.test(task, datamodule=datamodule, ckpt_path=best, verbose=False)
