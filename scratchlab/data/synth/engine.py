@@ -1,0 +1,164 @@
+"""Per-image result, scratch placement, masks from changed pixels, and scratching any given image."""
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import cv2
+import numpy as np
+
+from scratchlab.data.synth import appearance as app
+from scratchlab.data.synth import geometry
+from scratchlab.data.synth.params import QUANTILE_PROBS, ScratchParams
+from scratchlab.data.types import Box
+from scratchlab.errors import ConfigError, DataError
+
+
+@dataclass
+class SynthResult:
+    """One synthetic image: RGB ``image`` (H, W, 3) uint8, ``mask`` (H, W) uint8 in {0, 255}.
+
+    ``polygons`` and ``boxes`` outline the connected components of the mask, one per scratch region.
+    """
+
+    image: np.ndarray
+    mask: np.ndarray
+    polygons: list[list[tuple[float, float]]] = field(default_factory=list)
+    boxes: list[Box] = field(default_factory=list)
+
+
+def sample_quantiles(rng: np.random.Generator, quantiles: tuple[float, ...]) -> float:
+    """Draw from the distribution whose values at ``QUANTILE_PROBS`` are ``quantiles``."""
+    if len(quantiles) != len(QUANTILE_PROBS):
+        raise ConfigError(f"quantile tables need {len(QUANTILE_PROBS)} values (p0 p5 p25 p50 p75 p95 p100)")
+    return float(np.interp(rng.uniform(), QUANTILE_PROBS, quantiles))
+
+
+def to_rgb(gray: np.ndarray) -> np.ndarray:
+    """Round a float gray image to uint8 and stack it into three equal channels."""
+    u8 = np.clip(np.rint(gray), 0, 255).astype(np.uint8)
+    return np.repeat(u8[:, :, None], 3, axis=2)
+
+
+def place_scratches(
+    rng: np.random.Generator,
+    shape: tuple[int, int],
+    params: ScratchParams,
+    sensitivity: np.ndarray,
+    angle: Callable[[np.random.Generator], float] | None = None,
+) -> list[np.ndarray]:
+    """Damage maps of the strokes (and maybe one scuffed patch) of one bad image.
+
+    ``sensitivity`` is how many gray levels full damage would change each pixel; strokes are anchored
+    on sensitive pixels and re-drawn until they change at least ``params.min_changed`` of them by more
+    than ``params.change_tol`` (the best try is kept if none does).
+    """
+    tol = params.change_tol
+    hot = np.flatnonzero(sensitivity > max(2.0 * tol, 0.5 * float(sensitivity.max())))
+    if hot.size == 0:
+        hot = np.arange(sensitivity.size)
+    w = shape[1]
+
+    def anchor() -> tuple[float, float]:
+        i = int(hot[rng.integers(hot.size)])
+        return i % w + rng.uniform(-0.5, 0.5), i // w + rng.uniform(-0.5, 0.5)
+
+    def changed(damage: np.ndarray) -> int:
+        return int(np.count_nonzero(damage * sensitivity > tol))
+
+    maps: list[np.ndarray] = []
+    for _ in range(geometry.stroke_count(rng, params)):
+        best, best_n = None, -1
+        for _ in range(params.max_tries):
+            theta = angle(rng) if angle is not None else rng.uniform(0, math.pi)
+            damage = geometry.stroke(rng, shape, params, anchor(), theta)
+            n = changed(damage)
+            if n > best_n:
+                best, best_n = damage, n
+            if n >= params.min_changed:
+                break
+        maps.append(best)
+    if rng.uniform() < params.patch_prob:
+        maps.append(geometry.scuff_patch(rng, shape, params, anchor()))
+    return maps
+
+
+def change_mask(before: np.ndarray, after: np.ndarray, tol: int, dilate: int, close: int = 0) -> np.ndarray:
+    """0/255 mask of the pixels that moved by more than ``tol``, dilated by ``dilate`` px.
+
+    A closing of diameter ``close`` px then bridges the small gaps between pieces of one scratch.
+    """
+    diff = np.abs(after.astype(np.int16) - before.astype(np.int16))
+    if diff.ndim == 3:
+        diff = diff.max(axis=2)
+    mask = (diff > tol).astype(np.uint8) * 255
+    if dilate > 0 and mask.any():
+        k = 2 * dilate + 1
+        mask = cv2.dilate(mask, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (k, k)))
+    if close > 1 and mask.any():
+        pad = close
+        big = cv2.copyMakeBorder(mask, pad, pad, pad, pad, cv2.BORDER_CONSTANT, value=0)
+        big = cv2.morphologyEx(big, cv2.MORPH_CLOSE, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (close, close)))
+        mask = big[pad:-pad, pad:-pad]
+    return mask
+
+
+def annotate(mask: np.ndarray) -> tuple[list[list[tuple[float, float]]], list[Box]]:
+    """Outer polygon and box of every connected component of a 0/255 mask."""
+    n, labels, stats, _ = cv2.connectedComponentsWithStats((mask > 0).astype(np.uint8), connectivity=8)
+    polygons: list[list[tuple[float, float]]] = []
+    boxes: list[Box] = []
+    for i in range(1, n):
+        x, y, bw, bh = (int(v) for v in stats[i, :4])
+        comp = (labels[y : y + bh, x : x + bw] == i).astype(np.uint8)
+        contours, _ = cv2.findContours(comp, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE, offset=(x, y))
+        outline = max(contours, key=len).reshape(-1, 2)
+        polygons.append([(float(px), float(py)) for px, py in outline])
+        boxes.append(Box(x, y, x + bw, y + bh))
+    return polygons, boxes
+
+
+def finish(clean: np.ndarray, scratched: np.ndarray, params: ScratchParams, rng: np.random.Generator) -> SynthResult:
+    """Result of a scratched RGB image: its mask is the (dilated) set of pixels that changed."""
+    dilate = int(rng.integers(params.mask_dilate[0], params.mask_dilate[1] + 1))
+    mask = change_mask(clean, scratched, params.change_tol, dilate, params.mask_close)
+    polygons, boxes = annotate(mask)
+    return SynthResult(scratched, mask, polygons, boxes)
+
+
+def apply_scratches(
+    image: np.ndarray, rng: np.random.Generator, params: ScratchParams | None = None, appearance: str = "ink"
+) -> SynthResult:
+    """Scratch any gray or RGB uint8 image; the mask is exactly the (dilated) set of changed pixels.
+
+    ``ink``: dark print (Otsu) is scraped towards the local paper level, paper stays untouched.
+    ``metal``: bright specular lines or dark grooves anywhere, following the local texture.
+    """
+    params = params or ScratchParams()
+    if appearance not in app.APPEARANCES:
+        raise ConfigError(f"unknown scratch appearance {appearance!r}; use one of {list(app.APPEARANCES)}")
+    if image.dtype != np.uint8 or image.ndim not in (2, 3) or (image.ndim == 3 and image.shape[2] not in (1, 3, 4)):
+        raise DataError(f"apply_scratches needs a gray or RGB uint8 image, got {image.dtype} {image.shape}")
+    rgb = image if image.ndim == 3 else image[:, :, None]
+    rgb = np.repeat(rgb, 3, axis=2) if rgb.shape[2] == 1 else rgb[:, :, :3]
+    gray = cv2.cvtColor(np.ascontiguousarray(rgb), cv2.COLOR_RGB2GRAY).astype(np.float32)
+    shape = gray.shape
+    if appearance == "ink":
+        ink, paper = app.find_ink(gray)
+        sensitivity = ink * np.maximum(paper - gray, 0.0)
+        if float(sensitivity.max()) <= 2 * params.change_tol:
+            raise DataError("apply_scratches(appearance='ink') found no dark print to scrape in this image")
+        damage = np.maximum.reduce(place_scratches(rng, shape, params, sensitivity))
+        delta = app.scrape_photo(gray, damage, ink, paper) - gray
+    else:
+        texture = gray - cv2.GaussianBlur(gray, (0, 0), 3.0)
+        texture /= max(float(texture.std()), 1e-3)
+        contrast = float(rng.uniform(25.0, 80.0))
+        maps = place_scratches(rng, shape, params, np.full(shape, contrast, np.float32))
+        delta = np.zeros(shape, np.float32)
+        for damage in maps:
+            delta += app.metal_scratch(gray, damage, texture, contrast, bool(rng.uniform() < 0.5)) - gray
+    delta = app.photographic(delta, rng)
+    scratched = np.clip(np.rint(rgb.astype(np.float32) + delta[:, :, None]), 0, 255).astype(np.uint8)
+    return finish(rgb, scratched, params, rng)

@@ -1,0 +1,108 @@
+"""Synthetic rolled-steel surfaces, optionally scratched (bright specular lines or dark grooves).
+
+As for printed codes, the surface is drawn once from its own random sub-streams and the clean and
+the scratched photo are composed from it, so the mask is exactly the set of pixels that changed.
+"""
+from __future__ import annotations
+
+import math
+
+import cv2
+import numpy as np
+
+from scratchlab.data.synth import appearance as app
+from scratchlab.data.synth.engine import SynthResult, finish, place_scratches, sample_quantiles, to_rgb
+from scratchlab.data.synth.params import MetalParams
+
+_STREAMS = ("layout", "texture", "scale", "light", "optics", "noise", "scratch")
+
+
+def _streaks(rng: np.random.Generator, shape: tuple[int, int], length: float, across: float) -> np.ndarray:
+    """Unit-std noise stretched ``length`` px along x and ``across`` px along y (rolling streaks)."""
+    h, w = shape
+    small = rng.standard_normal((max(2, int(h / across) + 2), max(2, int(w / length) + 2)), np.float32)
+    big = cv2.resize(small, (w, h), interpolation=cv2.INTER_CUBIC)
+    return (big - big.mean()) / max(float(big.std()), 1e-6)
+
+
+def _relief(rng: np.random.Generator, shape: tuple[int, int], p: MetalParams) -> np.ndarray:
+    """Zero-mean surface relief in gray levels: fine and coarse rolling streaks plus grain, along x."""
+    length = rng.uniform(*p.streak_length)
+    amp = rng.uniform(*p.streaks)
+    relief = amp * (
+        0.6 * _streaks(rng, shape, length, 1.0)
+        + 0.5 * _streaks(rng, shape, length * 2.5, rng.uniform(3.0, 8.0))
+        + 0.3 * _streaks(rng, shape, length * 6, rng.uniform(15.0, 40.0))
+    )
+    grain = cv2.GaussianBlur(rng.standard_normal(shape, np.float32), (0, 0), 0.6)
+    return relief + rng.uniform(*p.grain) * grain / max(float(grain.std()), 1e-6)
+
+
+def _mill_scale(rng: np.random.Generator, shape: tuple[int, int], p: MetalParams) -> np.ndarray:
+    """Gray-level offsets of mill-scale spots: soft irregular blobs elongated along the rolling axis."""
+    h, w = shape
+    out = np.zeros(shape, np.float32)
+    for _ in range(int(rng.integers(p.scale_spots[0], p.scale_spots[1] + 1))):
+        canvas = np.zeros(shape, np.uint8)
+        center = (int(rng.uniform(0, w)), int(rng.uniform(0, h)))
+        axes = (int(rng.uniform(6, w / 4)), int(rng.uniform(2, h / 10) + 1))
+        cv2.ellipse(canvas, center, axes, rng.normal(0, 5), 0, 360, 255, -1, cv2.LINE_AA)
+        soft = cv2.GaussianBlur(canvas.astype(np.float32) / 255.0, (0, 0), rng.uniform(1.0, 3.0))
+        ragged = soft * (1 + 0.6 * _streaks(rng, shape, 6.0, 2.0))
+        out += rng.uniform(*p.scale_contrast) * np.clip(ragged, 0.0, 1.0)
+    return out
+
+
+def _orient(a: np.ndarray, vertical: bool, angle: float) -> np.ndarray:
+    """Turn an along-x field so that rolling runs vertically and/or a few degrees off axis."""
+    h, w = a.shape
+    if abs(angle) > 1e-3:
+        m = cv2.getRotationMatrix2D(((w - 1) / 2, (h - 1) / 2), angle, 1.0)
+        a = cv2.warpAffine(a, m, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT101)
+    return np.ascontiguousarray(a.T) if vertical else a
+
+
+def render_metal(seed: int, bad: bool, params: MetalParams | None = None) -> SynthResult:
+    """One rolled-steel photo; ``bad`` ones get scratches, masked where the photo changed."""
+    p = params or MetalParams()
+    layout, tex_rng, scale_rng, light_rng, optics_rng, noise_rng, scratch_rng = (
+        np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(len(_STREAMS))
+    )
+    w = int(round(sample_quantiles(layout, p.width_quantiles)))
+    h = int(round(sample_quantiles(layout, p.height_quantiles)))
+    vertical = bool(layout.uniform() < 0.5)
+    tilt = layout.uniform(-p.roll_angle, p.roll_angle)
+    work = (w, h) if vertical else (h, w)  # fields are drawn with rolling along x, then oriented
+    relief = _orient(_relief(tex_rng, work, p), vertical, tilt)
+    surface = tex_rng.uniform(*p.base) + relief + _orient(_mill_scale(scale_rng, work, p), vertical, tilt)
+    x = np.arange(w, dtype=np.float32) / max(w - 1, 1)
+    y = np.arange(h, dtype=np.float32)[:, None] / max(h - 1, 1)
+    phi = light_rng.uniform(0, 2 * math.pi)
+    ramp = (x * math.cos(phi) + y * math.sin(phi)) / (abs(math.cos(phi)) + abs(math.sin(phi)))
+    light = 1 + np.float32(light_rng.uniform(*p.lighting)) * (ramp - ramp.mean())
+    blurry = optics_rng.uniform() < p.blur_prob
+    blur = optics_rng.uniform(*(p.blur_sigma if blurry else p.sharp_sigma))
+    noise = noise_rng.standard_normal((h, w), np.float32) * np.float32(noise_rng.uniform(*p.noise))
+
+    def photo(g: np.ndarray) -> np.ndarray:
+        return cv2.GaussianBlur(np.clip(g * light, 0, 255), (0, 0), blur) + noise
+
+    clean = to_rgb(photo(surface))
+    if not bad:
+        return SynthResult(clean, np.zeros((h, w), np.uint8))
+    roll = math.pi / 2 if vertical else 0.0
+    roll -= math.radians(tilt) * (-1 if vertical else 1)
+
+    def angle(rng: np.random.Generator) -> float:
+        if rng.uniform() < p.along_grain_prob:
+            return roll + math.radians(rng.uniform(-10, 10))
+        return rng.uniform(0, math.pi)
+
+    contrast = float(scratch_rng.uniform(*p.contrast))
+    texture = relief / max(float(relief.std()), 1e-6)
+    maps = place_scratches(scratch_rng, (h, w), p.scratch, np.full((h, w), contrast, np.float32), angle)
+    scratched = surface
+    for damage in maps:
+        bright = bool(scratch_rng.uniform() < p.bright_prob)
+        scratched = app.metal_scratch(scratched, damage, texture, contrast, bright)
+    return finish(clean, to_rgb(photo(scratched)), p.scratch, scratch_rng)

@@ -1,0 +1,139 @@
+"""Tunables of the scratch synthesis engine, as plain dataclasses with defaults matched to real data.
+
+Ranges are ``(low, high)`` tuples; ``*_quantiles`` are the values at the cumulative probabilities
+``QUANTILE_PROBS`` (so sampling through them reproduces the percentiles of the real set).
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from scratchlab.errors import ConfigError
+
+QUANTILE_PROBS = (0.0, 0.05, 0.25, 0.5, 0.75, 0.95, 1.0)
+"""Cumulative probabilities of every ``*_quantiles`` tuple (p0, p5, p25, p50, p75, p95, p100)."""
+
+
+@dataclass
+class ScratchParams:
+    """Shape and strength of the scratches added to a bad image."""
+
+    count: tuple[int, int] = (1, 10)  # strokes per image, 1 + geometric(count_p), clipped
+    count_p: float = 0.3  # success probability of that geometric draw (higher: fewer strokes)
+    width: tuple[float, float] = (1.0, 6.0)  # stroke width, px
+    width_power: float = 1.0  # >1 skews widths towards the thin end
+    length: tuple[float, float] = (0.05, 0.8)  # stroke length, fraction of the image diagonal (log-uniform)
+    curvature: float = 0.2  # Bezier control-point offset, fraction of the length (std)
+    jitter: float = 0.5  # low-frequency sideways wobble of the centre line, px (std)
+    taper: float = 0.25  # fraction of the length over which each end thins to a point
+    strength: tuple[float, float] = (0.65, 1.0)  # fraction of ink/texture removed at the stroke centre
+    strength_wobble: float = 0.3  # relative variation of the strength along a stroke
+    patch_prob: float = 0.45  # chance of one small scuffed patch per image
+    patch_radius: tuple[float, float] = (6.0, 20.0)  # radius of a scuffed patch, px
+    patch_strokes: tuple[int, int] = (6, 25)  # tiny strokes in a patch
+    min_changed: int = 12  # a stroke that changes fewer pixels is re-drawn elsewhere
+    max_tries: int = 12  # re-draws per stroke before giving up on it
+    change_tol: int = 6  # a pixel counts as changed when it moved by more than this (0-255)
+    mask_dilate: tuple[int, int] = (1, 2)  # dilation of the changed pixels into the mask, px
+    mask_close: int = 7  # closing diameter that bridges gaps within one scratch, px (0: off)
+
+
+@dataclass
+class TextParams:
+    """Photographed printed codes (four bold characters, ink on a white label)."""
+
+    width_quantiles: tuple[float, ...] = (150, 177, 273, 290, 312, 329, 345)  # image width, px
+    height_quantiles: tuple[float, ...] = (88, 98, 113, 125, 170, 300, 320)  # image height, px
+    code_fill: tuple[float, float] = (0.65, 0.95)  # rotated code's extent / image extent
+    wide_aspect: float = 1.6  # images wider than this (w/h) hold a near-horizontal code
+    upright_prob: float = 0.3  # chance a squarer image's code is near-horizontal too (else any angle)
+    upside_down_prob: float = 0.25  # chance a near-horizontal code is upside down
+    upright_angle: float = 12.0  # max tilt of a near-upright code, degrees
+    perspective: float = 0.08  # corner jitter of the code quad, fraction of its size
+    ink_quantiles: tuple[float, ...] = (22, 29, 44, 70, 101, 139, 150)  # ink gray level
+    paper: tuple[float, float] = (236.0, 290.0)  # paper level before lighting (clipped at 255)
+    paper_trace: tuple[float, float] = (0.0, 0.1)  # faint dulling of bare paper under a scratch
+    ink_unevenness: float = 0.05  # relative variation of the print's opacity
+    lighting: tuple[float, float] = (0.0, 0.22)  # strength of the linear lighting gradient
+    vignette: tuple[float, float] = (0.0, 0.12)  # darkening towards the corners
+    dark_corner_prob: float = 0.5  # chance of a dark object filling one corner
+    dark_corner_size: tuple[float, float] = (0.15, 0.45)  # its legs, fraction of the image side
+    dark_level: tuple[float, float] = (8.0, 90.0)  # its gray level
+    stray_marks: tuple[int, int] = (0, 3)  # faint unrelated marks / line art per image
+    stray_level: tuple[float, float] = (175.0, 240.0)  # their gray level
+    grain: tuple[float, float] = (1.0, 4.0)  # paper texture amplitude, gray levels
+    blur_prob: float = 0.25  # chance the photo is out of focus
+    blur_sigma: tuple[float, float] = (1.0, 2.4)  # out-of-focus blur, px
+    sharp_sigma: tuple[float, float] = (0.35, 0.8)  # blur of an in-focus photo, px
+    noise: tuple[float, float] = (1.0, 4.0)  # sensor noise std, gray levels
+    scratch: ScratchParams = field(default_factory=ScratchParams)
+
+
+@dataclass
+class MetalParams:
+    """Rolled-steel-like surfaces."""
+
+    width_quantiles: tuple[float, ...] = (150, 177, 273, 290, 312, 329, 345)  # image width, px
+    height_quantiles: tuple[float, ...] = (88, 98, 113, 125, 170, 300, 320)  # image height, px
+    base: tuple[float, float] = (70.0, 175.0)  # mean gray level
+    streaks: tuple[float, float] = (4.0, 16.0)  # amplitude of the rolling streaks, gray levels
+    streak_length: tuple[float, float] = (12.0, 60.0)  # correlation length along the rolling axis, px
+    roll_angle: float = 4.0  # max deviation of the rolling axis from horizontal/vertical, degrees
+    grain: tuple[float, float] = (2.0, 7.0)  # fine isotropic grain, gray levels
+    scale_spots: tuple[int, int] = (0, 6)  # mill-scale spots per image
+    scale_contrast: tuple[float, float] = (-40.0, 20.0)  # their gray-level offset
+    lighting: tuple[float, float] = (0.0, 0.3)  # strength of the linear lighting gradient
+    blur_prob: float = 0.15  # chance the photo is out of focus
+    blur_sigma: tuple[float, float] = (0.9, 1.8)  # out-of-focus blur, px
+    sharp_sigma: tuple[float, float] = (0.3, 0.6)  # blur of an in-focus photo, px
+    noise: tuple[float, float] = (1.0, 3.5)  # sensor noise std, gray levels
+    along_grain_prob: float = 0.5  # chance a scratch follows the rolling direction (+-10 degrees)
+    bright_prob: float = 0.5  # chance a scratch is a bright specular line (else a dark groove)
+    contrast: tuple[float, float] = (25.0, 80.0)  # scratch contrast, gray levels
+    scratch: ScratchParams = field(
+        default_factory=lambda: ScratchParams(
+            count=(1, 5),
+            count_p=0.5,
+            width=(1.0, 4.0),
+            width_power=1.5,
+            length=(0.1, 0.9),
+            curvature=0.08,
+            patch_prob=0.1,
+            mask_dilate=(1, 1),
+            mask_close=0,
+        )
+    )
+
+
+P = TypeVar("P", TextParams, MetalParams, ScratchParams)
+
+
+def params_from_dict(cls: type[P], values: dict[str, Any] | None) -> P:
+    """Build ``cls`` from a (possibly partial, possibly YAML-typed) dict; unknown keys are an error."""
+    values = dict(values or {})
+    known = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - set(known))
+    if unknown:
+        raise ConfigError(f"unknown {cls.__name__} setting(s) {unknown}; known: {sorted(known)}")
+    kwargs: dict[str, Any] = {}
+    for name, value in values.items():
+        if name == "scratch":
+            kwargs[name] = value if isinstance(value, ScratchParams) else params_from_dict(ScratchParams, value)
+        elif isinstance(value, list):
+            kwargs[name] = tuple(value)
+        else:
+            kwargs[name] = value
+    return cls(**kwargs)
+
+
+def params_to_dict(params: TextParams | MetalParams | ScratchParams) -> dict[str, Any]:
+    """Plain JSON-able dict of ``params`` (tuples become lists)."""
+    def plain(v: Any) -> Any:
+        if isinstance(v, dict):
+            return {k: plain(x) for k, x in v.items()}
+        if isinstance(v, (list, tuple)):
+            return [plain(x) for x in v]
+        return v
+
+    return plain(dataclasses.asdict(params))

@@ -1,0 +1,212 @@
+"""Scratch synthesis: determinism, masks exactly where the image changed, annotations, caching, statistics."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import yaml
+from omegaconf import OmegaConf
+
+from scratchlab.config import CONFIG_DIR
+from scratchlab.data.sources.synthetic import SyntheticSource
+from scratchlab.data.synth import (
+    MetalParams,
+    ScratchParams,
+    SynthResult,
+    TextParams,
+    apply_scratches,
+    load_synthetic_index,
+    render_metal,
+    render_text,
+    write_synthetic_dataset,
+)
+from scratchlab.data.synth import writer as writer_mod
+from scratchlab.data.synth.params import params_from_dict, params_to_dict
+from scratchlab.data.types import BINARY_CLASSES
+from scratchlab.errors import ConfigError, DataError
+
+RENDERERS = {"text": render_text, "metal": render_metal}
+
+
+def _diff(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return np.abs(a.astype(np.int16) - b.astype(np.int16)).max(axis=2)
+
+
+def _assert_mask_is_change(before: np.ndarray, result: SynthResult, tol: int, near_px: float) -> None:
+    """Every changed pixel is masked; (almost) every masked pixel is close to a changed one."""
+    mask = result.mask > 0
+    changed = _diff(before, result.image) > tol
+    assert result.mask.dtype == np.uint8 and set(np.unique(result.mask)) <= {0, 255}
+    assert mask.any() and changed.any()
+    assert not (changed & ~mask).any(), "pixels changed outside the mask"
+    dist = cv2.distanceTransform((~changed).astype(np.uint8), cv2.DIST_L2, 5)
+    assert (dist[mask] <= near_px).mean() > 0.97, "mask is not where the image changed"
+
+
+def _assert_annotations_cover_mask(result: SynthResult) -> None:
+    h, w = result.mask.shape
+    assert len(result.boxes) == len(result.polygons) >= 1
+    filled = np.zeros((h, w), np.uint8)
+    boxed = np.zeros((h, w), bool)
+    for poly, box in zip(result.polygons, result.boxes):
+        pts = np.array(poly)
+        assert (pts[:, 0] >= 0).all() and (pts[:, 0] < w).all() and (pts[:, 1] >= 0).all() and (pts[:, 1] < h).all()
+        assert 0 <= box.x1 < box.x2 <= w and 0 <= box.y1 < box.y2 <= h
+        cv2.fillPoly(filled, [pts.astype(np.int32)], 1)
+        cv2.polylines(filled, [pts.astype(np.int32)], True, 1)
+        boxed[box.y1 : box.y2, box.x1 : box.x2] = True
+    mask = result.mask > 0
+    assert not (mask & ~boxed).any(), "a mask pixel lies outside every box"
+    assert not (mask & (filled == 0)).any(), "a mask pixel lies outside every polygon"
+    n, _ = cv2.connectedComponents(mask.astype(np.uint8), connectivity=8)
+    assert n - 1 == len(result.boxes)
+
+
+@pytest.mark.parametrize("kind", ["text", "metal"])
+def test_render_masks_exactly_the_change(kind: str) -> None:
+    render = RENDERERS[kind]
+    params = TextParams() if kind == "text" else MetalParams()
+    for seed in range(12):
+        good, bad = render(seed, False), render(seed, True)
+        assert good.image.shape == bad.image.shape and good.image.dtype == np.uint8 and good.image.shape[2] == 3
+        assert (good.image[:, :, 0] == good.image[:, :, 2]).all(), "gray stored as equal RGB channels"
+        assert not good.mask.any() and good.boxes == [] and good.polygons == []
+        assert np.array_equal(render(seed, True).image, bad.image), "same seed, same image"
+        s = params.scratch
+        _assert_mask_is_change(good.image, bad, s.change_tol, s.mask_dilate[1] + s.mask_close / 2 + 1.5)
+        _assert_annotations_cover_mask(bad)
+    assert not np.array_equal(render(0, False).image[:20, :20], render(1, False).image[:20, :20])
+
+
+def _code_image() -> np.ndarray:
+    """An arbitrary photo-like image of dark print on light paper (not made by the generator)."""
+    rng = np.random.default_rng(5)
+    img = np.full((140, 260), 228, np.uint8)
+    cv2.putText(img, "A7X2", (20, 100), cv2.FONT_HERSHEY_DUPLEX, 2.6, 40, 9, cv2.LINE_AA)
+    img = cv2.GaussianBlur(img, (0, 0), 0.8)
+    return np.clip(img + rng.normal(0, 3, img.shape), 0, 255).astype(np.uint8)
+
+
+@pytest.mark.parametrize("appearance", ["ink", "metal"])
+@pytest.mark.parametrize("gray", [True, False])
+def test_apply_scratches_on_any_image(appearance: str, gray: bool) -> None:
+    base = _code_image()
+    image = base if gray else np.dstack([base, base // 2 + 60, base])
+    before = image.copy()
+    params = ScratchParams()
+    result = apply_scratches(image, np.random.default_rng(3), params, appearance)
+    assert np.array_equal(image, before), "input must not be modified"
+    rgb = np.dstack([image] * 3) if gray else image
+    assert result.image.shape == rgb.shape
+    _assert_mask_is_change(rgb, result, params.change_tol, params.mask_dilate[1] + params.mask_close / 2 + 1.5)
+    _assert_annotations_cover_mask(result)
+    again = apply_scratches(image, np.random.default_rng(3), params, appearance)
+    assert np.array_equal(again.image, result.image) and np.array_equal(again.mask, result.mask)
+    if appearance == "ink":  # scraping only brightens, and only where there was print
+        assert (result.image.astype(int) >= rgb.astype(int) - 3).all()
+        assert (rgb[..., 0][result.mask > 0] < 200).any()
+
+
+def test_apply_scratches_rejects_blank_or_bad_input() -> None:
+    with pytest.raises(DataError):
+        apply_scratches(np.full((50, 60, 3), 250, np.uint8), np.random.default_rng(0))
+    with pytest.raises(DataError):
+        apply_scratches(np.zeros((50, 60), np.float32), np.random.default_rng(0))
+    with pytest.raises(ConfigError):
+        apply_scratches(_code_image(), np.random.default_rng(0), appearance="paint")
+
+
+def _tree(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+@pytest.mark.parametrize("kind", ["text", "metal"])
+def test_writer_is_deterministic_and_complete(tmp_path: Path, kind: str) -> None:
+    a = write_synthetic_dataset(tmp_path / "a", kind, 10, 0.3, seed=7)
+    write_synthetic_dataset(tmp_path / "b", kind, 10, 0.3, seed=7)
+    write_synthetic_dataset(tmp_path / "c", kind, 10, 0.3, seed=8)
+    ta, tb, tc = _tree(tmp_path / "a"), _tree(tmp_path / "b"), _tree(tmp_path / "c")
+    assert ta == tb, "same arguments must give identical bytes"
+    assert len(ta) == len(tc) and ta != tc
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a", "b", "c"], "no temporary folders left"
+    assert a.class_names == BINARY_CLASSES and a.counts() == {"good": 7, "bad": 3}
+    assert [s.image.name for s in a.samples] == [f"{i:05d}.png" for i in range(10)]
+    for s in a.samples:
+        assert s.image.parent.name == BINARY_CLASSES[s.label]
+        if s.label == 1:
+            mask = cv2.imread(str(s.mask), cv2.IMREAD_UNCHANGED)
+            assert s.mask.name == s.image.name and mask.ndim == 2 and set(np.unique(mask)) == {0, 255}
+            assert s.boxes and len(s.polygons) == len(s.boxes)
+        else:
+            assert s.mask is None and not s.boxes
+    assert load_synthetic_index(tmp_path / "a") == a
+    meta = yaml.safe_load((tmp_path / "a" / "synth.json").read_text())
+    assert (meta["kind"], meta["count"], meta["seed"]) == (kind, 10, 7)
+
+
+def test_interrupted_write_leaves_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    calls = []
+
+    def failing(seed: int, bad: bool, params: TextParams) -> SynthResult:
+        calls.append(seed)
+        if len(calls) > 3:
+            raise KeyboardInterrupt
+        return render_text(seed, bad, params)
+
+    monkeypatch.setitem(writer_mod.KINDS, "text", (failing, TextParams))
+    with pytest.raises(KeyboardInterrupt):
+        write_synthetic_dataset(tmp_path / "set", "text", 10, 0.5, seed=1)
+    assert list(tmp_path.iterdir()) == []
+    with pytest.raises(DataError):
+        load_synthetic_index(tmp_path / "set")
+
+
+def test_source_caches_by_arguments(tmp_path: Path) -> None:
+    src = SyntheticSource("text", str(tmp_path), count=6, bad_fraction=0.5, seed=3)
+    first = src.load()
+    assert src.cache_dir.parent == tmp_path and src.cache_dir.name.startswith("text-")
+    stamps = {p: p.stat().st_mtime_ns for p in src.cache_dir.rglob("*")}
+    again = SyntheticSource("text", str(tmp_path), count=6, bad_fraction=0.5, seed=3, params={}).load()
+    assert again == first
+    assert {p: p.stat().st_mtime_ns for p in src.cache_dir.rglob("*")} == stamps, "cache was rewritten"
+    other = SyntheticSource("text", str(tmp_path), 6, 0.5, 3, params={"scratch": {"count": [1, 2]}})
+    conf = SyntheticSource("text", str(tmp_path), 6, 0.5, 3, OmegaConf.create({"scratch": {"count": [1, 2]}}))
+    assert other.cache_dir != src.cache_dir and conf.cache_dir == other.cache_dir
+    assert SyntheticSource("metal", str(tmp_path), 6, 0.5, 3).cache_dir != src.cache_dir
+    assert SyntheticSource("text", str(tmp_path), 6, 0.5, 4).cache_dir != src.cache_dir
+    with pytest.raises(ConfigError):
+        SyntheticSource("text", str(tmp_path), 6, 0.5, 3, params={"no_such_knob": 1})
+    with pytest.raises(ConfigError):
+        SyntheticSource("wood", str(tmp_path), 6, 0.5, 3)
+
+
+@pytest.mark.parametrize("kind", ["text", "metal"])
+def test_generator_configs_list_every_default(kind: str) -> None:
+    cfg = yaml.safe_load((CONFIG_DIR / "generator" / f"{kind}.yaml").read_text())
+    cls = TextParams if kind == "text" else MetalParams
+    assert cfg["kind"] == kind and cfg["_target_"].endswith("SyntheticSource")
+    assert params_to_dict(params_from_dict(cls, cfg["params"])) == params_to_dict(cls())
+
+
+def test_image_sizes_respect_the_ranges() -> None:
+    p = TextParams()
+    sizes = np.array([render_text(s, False).image.shape[:2] for s in range(60)])
+    assert p.height_quantiles[0] <= sizes[:, 0].min() and sizes[:, 0].max() <= p.height_quantiles[-1]
+    assert p.width_quantiles[0] <= sizes[:, 1].min() and sizes[:, 1].max() <= p.width_quantiles[-1]
+    assert 250 <= np.median(sizes[:, 1]) <= 330 and 100 <= np.median(sizes[:, 0]) <= 160
+    small = MetalParams(width_quantiles=(60, 61, 62, 63, 64, 65, 66), height_quantiles=(40,) * 7)
+    for s in range(5):
+        h, w = render_metal(s, True, small).image.shape[:2]
+        assert h == 40 and 60 <= w <= 66
+
+
+def test_bad_text_statistics_resemble_real_data() -> None:
+    cover, regions = [], []
+    for s in range(100):
+        mask = render_text(1000 + s, True).mask > 0
+        cover.append(mask.mean())
+        regions.append(cv2.connectedComponents(mask.astype(np.uint8), connectivity=8)[0] - 1)
+    assert 0.005 <= np.median(cover) <= 0.08
+    assert min(cover) > 0 and 1 <= np.median(regions) <= 4
