@@ -1,0 +1,218 @@
+"""Prediction: the Predictor API and ``python -m scratchlab.predict`` on images of any size and mode."""
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import albumentations as A
+import cv2
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from scratchlab.data.io import read_image
+from scratchlab.data.transforms import Preprocess, build_transform
+from scratchlab.errors import ConfigError, DataError
+from scratchlab.inference import Predictor, content_box, restore_geometry
+from scratchlab.postprocess import DecisionParams, decide_from_instances, decide_from_probability, decide_from_score
+from scratchlab.tasks.classification import logits_to_probs
+from tests.conftest import run_cli, tiny_overrides, write_tiny_folder_dataset
+
+MODELS = {"cnn": ["model=cnn", "model.image_size=32"], "unet": ["model=unet", "model.encoder_name=resnet18"]}
+_TRAINED: dict[str, Path] = {}
+
+
+def tiny_models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Checkpoints of a 32x32 custom CNN (stretch) and a ResNet18 U-Net (pad), one epoch on the tiny data set.
+
+    Trained once per test session and shared with tests/test_export.py."""
+    if not _TRAINED:
+        from scratchlab.config import compose
+        from scratchlab.training import run_training
+
+        root = tmp_path_factory.mktemp("tiny_models")
+        data = write_tiny_folder_dataset(root / "data")
+        for name, extra in MODELS.items():
+            base = [o for o in tiny_overrides(root, data, run_dir=name) if not o.startswith("model")]
+            run_training(compose("train", base + extra + ["trainer.max_epochs=1", "test_after_fit=false",
+                                                          "logger.log_checkpoint=false",
+                                                          "trainer.enable_model_summary=false"]))
+            _TRAINED[name] = root / "logs" / name / "checkpoints" / "best.ckpt"
+        _TRAINED["data"] = data
+    return _TRAINED
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    return tiny_models(tmp_path_factory)
+
+
+def write_odd_images(folder: Path, data: Path | None = None) -> dict[str, tuple[int, int]]:
+    """Images of odd sizes in every mode read_image handles, plus a corrupt file; returns name -> (h, w)."""
+    rng = np.random.default_rng(7)
+    folder.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(rng.integers(0, 256, (37, 53, 3), dtype=np.uint8)).save(folder / "odd_rgb.png")
+    Image.fromarray(rng.integers(0, 256, (45, 71), dtype=np.uint8)).save(folder / "gray.png")
+    Image.fromarray(rng.integers(0, 256, (29, 64, 4), dtype=np.uint8), "RGBA").save(folder / "rgba.png")
+    Image.fromarray(rng.integers(0, 65535, (50, 33), dtype=np.uint16)).save(folder / "deep16.png")
+    Image.fromarray(rng.integers(0, 256, (41, 39, 3), dtype=np.uint8)).convert("P").save(folder / "palette.png")
+    if data is not None:  # a real scratch image of the tiny data set
+        shutil.copy(sorted((data / "bad").glob("*.png"))[0], folder / "scratched.png")
+    (folder / "corrupt.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"broken" * 10)
+    return {p.stem: Image.open(p).size[::-1] for p in folder.glob("*.png") if p.stem != "corrupt"}
+
+
+def test_cli_predicts_any_image_and_skips_a_corrupt_one(models: dict[str, Path], tmp_path: Path) -> None:
+    sizes = write_odd_images(tmp_path / "in", models["data"])
+    out = tmp_path / "out"
+    proc = run_cli("scratchlab.predict", [f"ckpt={models['unet']}", f"input={tmp_path / 'in'}", f"output={out}",
+                                          "batch_size=4", "decision.mask_threshold=0.6",
+                                          f"paths.root_dir={tmp_path}"], cwd=tmp_path)
+    assert proc.returncode == 1, proc.stderr
+    warnings = [line for line in proc.stderr.splitlines() if "warning:" in line]
+    assert len(warnings) == 1 and "corrupt.png" in warnings[0], proc.stderr
+    assert "corrupt.png" in proc.stderr.split("skipped 1 unreadable")[-1], "skipped files are listed at the end"
+    records = [json.loads(line) for line in (out / "predictions.jsonl").read_text().splitlines()]
+    assert len(records) == len(sizes) + 1
+    errors = [r for r in records if "error" in r]
+    assert len(errors) == 1 and errors[0]["path"].endswith("corrupt.png")
+    for r in records:
+        if "error" in r:
+            continue
+        stem = Path(r["path"]).stem
+        h, w = sizes[stem]
+        assert r["decision"] in ("bad", "good") and 0.0 <= r["score"] <= 1.0
+        assert r["image_size"] == [h, w] and r["thresholds"]["mask_threshold"] == 0.6
+        mask = cv2.imread(str(out / f"{stem}_mask.png"), cv2.IMREAD_UNCHANGED)
+        assert mask.shape == (h, w) and set(np.unique(mask)) <= {0, 255}, stem
+        assert (mask > 0).sum() == r["scratch_area"]
+        assert cv2.imread(str(out / f"{stem}_overlay.png")).shape == (h, w, 3)
+        assert r["mask_file"] == f"{stem}_mask.png" and r["overlay_file"] == f"{stem}_overlay.png"
+        for c in r["components"]:
+            x1, y1, x2, y2 = c["box"]
+            assert 0 <= x1 < x2 <= w and 0 <= y1 < y2 <= h and c["area"] > 0 and c["length"] > 0
+
+
+def test_cli_bad_checkpoint_is_one_error_line(tmp_path: Path) -> None:
+    (tmp_path / "in").mkdir()
+    Image.fromarray(np.zeros((20, 30), np.uint8)).save(tmp_path / "in" / "a.png")
+    proc = run_cli("scratchlab.predict", [f"ckpt={tmp_path}/missing.ckpt", f"input={tmp_path / 'in'}",
+                                          f"output={tmp_path / 'out'}", f"paths.root_dir={tmp_path}"], cwd=tmp_path)
+    assert proc.returncode == 2
+    errors = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(errors) == 1 and errors[0].startswith("error:") and "missing.ckpt" in errors[0], proc.stderr
+
+
+def _test_images(data: Path) -> list[np.ndarray]:
+    rng = np.random.default_rng(3)
+    files = sorted((data / "bad").glob("*.png"))[:3] + sorted((data / "good").glob("*.png"))[:2]
+    return [read_image(f) for f in files] + [rng.integers(0, 256, (43, 67, 3), dtype=np.uint8)]
+
+
+def test_classifier_decision_is_the_rule_on_the_task_output(models: dict[str, Path]) -> None:
+    base = Predictor.from_checkpoint(models["cnn"])
+    task, transform = base.task, build_transform(base.preprocess)
+    images = _test_images(models["data"])
+    with torch.no_grad():
+        p_bad = [float(logits_to_probs(task(transform(image=im)["image"][None]))[0, 1]) for im in images]
+    threshold = float(np.median(p_bad))  # some images on each side
+    predictor = Predictor.from_checkpoint(models["cnn"], {"threshold": threshold})
+    assert predictor.decision.threshold == threshold and base.preprocess.resize == "stretch"
+    preds = predictor.predict_batch(images)
+    for pred, p in zip(preds, p_bad):
+        assert pred.score == pytest.approx(p, abs=1e-6) and pred.mask is None and pred.score_name == "p_bad"
+        assert pred.decision == ("bad" if decide_from_score(p, predictor.decision) else "good")
+        assert pred.to_json()["thresholds"]["threshold"] == threshold
+    assert {p.decision for p in preds} == {"bad", "good"}
+
+
+def test_segmenter_decision_is_the_rule_on_the_task_output(models: dict[str, Path]) -> None:
+    base = Predictor.from_checkpoint(models["unet"])
+    task, transform = base.task, build_transform(base.preprocess)
+    assert base.preprocess.resize == "pad"
+    images = _test_images(models["data"])
+    with torch.no_grad():
+        probs = [torch.sigmoid(task(transform(image=im)["image"][None]))[0, 0, :im.shape[0], :im.shape[1]].numpy()
+                 for im in images]
+    overrides = {"mask_threshold": float(np.quantile(probs[0], 0.9)), "min_area": 30}
+    predictor = Predictor.from_checkpoint(models["unet"], overrides)
+    for image, prob in zip(images, probs):
+        pred = predictor(image)  # one at a time, as computed above
+        expected = decide_from_probability(prob, predictor.decision)
+        np.testing.assert_allclose(pred.probability, prob, atol=1e-6)
+        assert pred.score == pytest.approx(float(prob.max()), abs=1e-6)
+        assert pred.decision == ("bad" if expected.is_bad else "good")
+        assert np.array_equal(pred.mask, expected.mask * 255) and pred.mask.shape == prob.shape
+        assert [c.box for c in pred.components] == [c.box for c in expected.components]
+        assert pred.thresholds["area_threshold"] == expected.area_threshold == 30
+
+
+def test_operating_point_overrides_config_and_overrides_win(models: dict[str, Path], tmp_path: Path) -> None:
+    ckpt = torch.load(models["cnn"], map_location="cpu", weights_only=False)
+    assert Predictor.from_checkpoint(models["cnn"]).decision.threshold == 0.5
+    ckpt["hyper_parameters"]["operating_point"] = {"decision": {"threshold": 0.123}, "recall": 0.99}
+    torch.save(ckpt, tmp_path / "op.ckpt")
+    assert Predictor.from_checkpoint(tmp_path / "op.ckpt").decision.threshold == 0.123
+    assert Predictor.from_checkpoint(tmp_path / "op.ckpt", {"threshold": 0.9}).decision.threshold == 0.9
+    ckpt["hyper_parameters"]["operating_point"] = {"threshold": 0.25, "min_area": 7}  # the flat form
+    torch.save(ckpt, tmp_path / "flat.ckpt")
+    params = Predictor.from_checkpoint(tmp_path / "flat.ckpt").decision
+    assert (params.threshold, params.min_area) == (0.25, 7)
+    with pytest.raises(ConfigError, match="treshold"):
+        Predictor.from_checkpoint(models["cnn"], {"treshold": 0.3})
+
+
+@pytest.mark.parametrize("resize", ["stretch", "letterbox", "pad"])
+def test_maps_come_back_at_the_original_size(resize: str) -> None:
+    pre = Preprocess(image_size=64, resize=resize)
+    h, w = 37, 83
+    mask = np.zeros((h, w), np.uint8)
+    mask[10:25, 20:70] = 1
+    placed = A.Compose(pre.geometry())(image=np.zeros((h, w, 3), np.uint8), mask=mask)["mask"]
+    back = restore_geometry(placed.astype(np.float32), pre, h, w) >= 0.5
+    assert back.shape == (h, w)
+    iou = (back & (mask > 0)).sum() / (back | (mask > 0)).sum()
+    assert iou == 1.0 if resize == "pad" else iou > 0.85
+    if resize == "letterbox":  # 83 -> 64 wide, 37 -> 29 high, centred
+        assert content_box(pre, h, w) == (17, 46, 0, 64)
+
+
+def test_predict_paths_batches_like_single_calls(models: dict[str, Path], tmp_path: Path) -> None:
+    sizes = write_odd_images(tmp_path, models["data"])
+    shutil.copy(tmp_path / "odd_rgb.png", tmp_path / "odd_rgb_copy.png")  # same shape: batched together
+    files = sorted(tmp_path.glob("*.png"))
+    predictor = Predictor.from_checkpoint(models["unet"])
+    batched = list(predictor.predict_paths(files, batch_size=3, skip_errors=True))
+    assert [p.path for p in batched] == [str(f) for f in files]
+    for pred, f in zip(batched, files):
+        if f.stem == "corrupt":
+            assert not pred.ok and "corrupt.png" in pred.error and pred.to_json() == {"path": str(f),
+                                                                                         "error": pred.error}
+            continue
+        single = predictor(f)
+        assert pred.image_size == sizes.get(f.stem, sizes["odd_rgb"])
+        assert abs(pred.score - single.score) < 1e-5 and pred.decision == single.decision
+    with pytest.raises(DataError, match="corrupt"):
+        list(predictor.predict_paths(files, batch_size=3))
+    deep = np.asarray(Image.open(tmp_path / "deep16.png")).astype(np.uint16)
+    assert predictor(deep).score == pytest.approx(predictor((deep >> 8).astype(np.uint8)).score, abs=1e-6)
+
+
+def test_instance_output_is_judged_by_decide_from_instances() -> None:
+    """Mask R-CNN output (N, 1, H, W) + scores -> union of kept instances (no tiny Mask R-CNN finds any)."""
+    params = DecisionParams(mask_threshold=0.5, min_area=10)
+    predictor = Predictor(None, "instance", Preprocess(image_size=32, resize="pad"), params, ["good", "bad"],
+                          extra_thresholds={"score_threshold": 0.6})
+    masks = np.zeros((3, 1, 30, 40), np.float32)
+    masks[0, 0, 5:8, 2:30] = 0.9   # kept: 84 px
+    masks[1, 0, 20:25, 10:20] = 0.8  # score below 0.6: ignored
+    masks[2, 0, 5:7, 25:38] = 0.7  # kept, overlaps the first
+    pred = predictor._finish((masks, np.array([0.9, 0.3, 0.7], np.float32)), (30, 40), "x.png")
+    expected = decide_from_instances(masks, np.array([0.9, 0.3, 0.7]), params, score_threshold=0.6)
+    assert pred.decision == "bad" and np.array_equal(pred.mask, expected.mask * 255)
+    assert pred.details.scratch_area == expected.scratch_area == 84 + 2 * 8 and pred.score == pytest.approx(0.9)
+    assert pred.thresholds["score_threshold"] == 0.6 and len(pred.components) == 1
+    none = predictor._finish((np.zeros((0, 1, 30, 40), np.float32), np.zeros(0, np.float32)), (30, 40), None)
+    assert none.decision == "good" and none.score == 0.0 and not none.mask.any()
