@@ -93,11 +93,11 @@ class SegmentationMetrics(nn.Module):
 
     def __init__(self, mask_threshold: float = 0.5) -> None:
         super().__init__()
-        kw = {"threshold": mask_threshold}
-        self.dice = BinaryF1Score(**kw)
-        self.iou = BinaryJaccardIndex(**kw)
-        self.pixel_precision = BinaryPrecision(**kw)
-        self.pixel_recall = BinaryRecall(**kw)
+        self.mask_threshold = mask_threshold
+        self.dice = BinaryF1Score()
+        self.iou = BinaryJaccardIndex()
+        self.pixel_precision = BinaryPrecision()
+        self.pixel_recall = BinaryRecall()
         self.image = nn.ModuleDict({"acc": MulticlassAccuracy(2, average="micro"),
                                     "precision": MulticlassPrecision(2, average=None),
                                     "recall": MulticlassRecall(2, average=None),
@@ -106,7 +106,7 @@ class SegmentationMetrics(nn.Module):
     def update(self, probs: torch.Tensor, masks: torch.Tensor, valid: torch.Tensor, image_bad: torch.Tensor,
                labels: torch.Tensor) -> None:
         """``probs``/``masks``/``valid``: (B, H, W); ``image_bad``: (B,) decisions; ``labels``: (B,) 0 good 1 bad."""
-        p, t = probs[valid], masks[valid].long()
+        p, t = (probs[valid] >= self.mask_threshold).long(), masks[valid].long()  # >=, as the area rule
         for metric in (self.dice, self.iou, self.pixel_precision, self.pixel_recall):
             metric.update(p, t)
         for metric in self.image.values():

@@ -46,7 +46,6 @@ def confusion_matrix_figure(probs: torch.Tensor, targets: torch.Tensor, class_na
     cm.update(predict_classes(probs, threshold), targets)
     fig, ax = cm.plot(labels=list(class_names))
     ax.set_title("confusion matrix (rows: true, columns: predicted)")
-    fig.tight_layout()
     return fig
 
 
