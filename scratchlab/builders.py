@@ -27,7 +27,9 @@ def build_datamodule(cfg: DictConfig) -> ScratchDataModule:
     return ScratchDataModule(
         source=instantiate(d.source), preprocess=preprocess_from_config(cfg), split=d.split, augment=augment,
         batch_size=d.batch_size, num_workers=d.num_workers, pin_memory=d.pin_memory,
-        mask_threshold=d.mask_threshold, check=d.check, seed=cfg.seed)
+        mask_threshold=d.mask_threshold, check=d.check, seed=cfg.seed,
+        synthetic_fraction=d.get("synthetic_fraction", 0.0), synthetic_appearance=d.get("synthetic_appearance", "ink"),
+        synthetic_dir=d.get("synthetic_dir"))
 
 
 def build_task(cfg: DictConfig, class_names: list[str], class_counts: list[int] | None = None) -> pl.LightningModule:

@@ -3,19 +3,16 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import torch  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
-from torchmetrics.classification import (  # noqa: E402
+import matplotlib.pyplot as plt
+import torch
+from matplotlib.figure import Figure
+from torchmetrics.classification import (
     BinaryPrecisionRecallCurve,
     MulticlassConfusionMatrix,
     MulticlassPrecisionRecallCurve,
 )
 
-from scratchlab.metrics import ClassificationMetrics, metric_class_names  # noqa: E402
+from scratchlab.metrics import ClassificationMetrics, metric_class_names
 
 
 def classification_report(probs: torch.Tensor, targets: torch.Tensor, class_names: Sequence[str],

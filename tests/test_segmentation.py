@@ -11,6 +11,7 @@ from mlflow.tracking import MlflowClient
 from scratchlab.builders import build_task
 from scratchlab.config import compose
 from scratchlab.data.dataset import pad_collate
+from scratchlab.data.transforms import Preprocess
 from scratchlab.errors import ConfigError
 from scratchlab.losses import BCEDiceLoss, DiceLoss
 from scratchlab.tasks.segmentation import valid_pixels
@@ -74,9 +75,13 @@ def test_pad_collate_and_valid_pixels() -> None:
               "path": "a"},
              {"image": torch.ones(3, 64, 32), "mask": torch.zeros(64, 32), "label": 0, "size": torch.tensor([64, 20]),
               "path": "b"}]
-    batch = pad_collate(items)
+    black = Preprocess(image_size=64, resize="pad").pad_value()
+    batch = pad_collate(items, fill=black)
     assert batch["image"].shape == (2, 3, 64, 64) and batch["mask"].shape == (2, 64, 64)
-    assert batch["image"][0, :, 32:].abs().sum() == 0 and batch["image"][1, :, :, 32:].abs().sum() == 0
+    for c, value in enumerate(black):  # padding is the normalized value of a black pixel, as PadIfNeeded gives
+        assert torch.allclose(batch["image"][0, c, 32:], torch.tensor(value))
+        assert torch.allclose(batch["image"][1, c, :, 32:], torch.tensor(value))
+    assert batch["image"][0, :, :32].eq(1).all() and batch["mask"][0, 32:].eq(0).all()
     valid = valid_pixels(batch, (2, 64, 64), pad_mode=True)
     assert valid[0].sum() == 30 * 50 and valid[1].sum() == 64 * 20
     assert valid[0, 29, 49] and not valid[0, 30, 0] and not valid[1, 0, 20]

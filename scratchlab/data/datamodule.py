@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from functools import partial
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -13,7 +15,7 @@ from scratchlab.data.dataset import ImageDataset, pad_collate, seed_worker_trans
 from scratchlab.data.splits import split_samples, splits_to_frame
 from scratchlab.data.transforms import Preprocess, build_transform
 from scratchlab.data.types import SampleIndex
-from scratchlab.errors import DataError
+from scratchlab.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
 SPLITS = ("train", "val", "test")
@@ -24,7 +26,8 @@ class ScratchDataModule(pl.LightningDataModule):
 
     def __init__(self, source: Any, preprocess: Preprocess, split: Mapping, augment: Mapping | None = None,
                  batch_size: int = 32, num_workers: int = 0, pin_memory: bool = False, mask_threshold: int = 128,
-                 check: bool = True, seed: int = 0) -> None:
+                 check: bool = True, seed: int = 0, synthetic_fraction: float = 0.0,
+                 synthetic_appearance: str = "ink", synthetic_dir: str | Path | None = None) -> None:
         super().__init__()
         self.source = source
         self.preprocess = preprocess
@@ -36,6 +39,11 @@ class ScratchDataModule(pl.LightningDataModule):
         self.mask_threshold = mask_threshold
         self.check = check
         self.seed = seed
+        self.synthetic_fraction = float(synthetic_fraction or 0.0)
+        self.synthetic_appearance = synthetic_appearance
+        self.synthetic_dir = Path(synthetic_dir) if synthetic_dir else Path("data") / "synthetic_train"
+        if self.synthetic_fraction < 0:
+            raise ConfigError(f"data.synthetic_fraction={synthetic_fraction} must be >= 0")
         self.index: SampleIndex | None = None
         self.splits: dict[str, list] = {}
         self.datasets: dict[str, ImageDataset] = {}
@@ -78,6 +86,8 @@ class ScratchDataModule(pl.LightningDataModule):
             index.samples, fractions=(s["train"], s["val"], s["test"]), seed=s["seed"],
             stratify=s.get("stratify", True), dedupe=s.get("dedupe", True), split_file=s.get("file"),
             fold=s.get("fold"), num_folds=s.get("num_folds"))
+        if self.synthetic_fraction > 0 and self.splits.get("train"):
+            self.splits["train"] = self.splits["train"] + self._synthetic_train(index)
         for name in SPLITS:
             if not self.splits.get(name):
                 raise DataError(f"the {name} split is empty ({len(index.samples)} images in all); "
@@ -86,9 +96,35 @@ class ScratchDataModule(pl.LightningDataModule):
             transform = build_transform(self.preprocess, self.augment, train=train, seed=self.seed)
             self.datasets[name] = ImageDataset(self.splits[name], transform, self.mask_threshold)
 
+    def _synthetic_train(self, index: SampleIndex) -> list:
+        """``round(synthetic_fraction * len(train))`` bad images scratched from the training split's good
+        images (never val or test), cached under ``synthetic_dir``; deterministic for the split seed."""
+        from scratchlab.data.synth.appearance import APPEARANCES
+        from scratchlab.data.synth.expand import synthesize_train
+
+        if len(index.class_names) != 2:
+            raise ConfigError(f"data.synthetic_fraction needs a binary good/bad data set; this one has "
+                              f"{len(index.class_names)} classes ({', '.join(index.class_names)}); "
+                              f"set data.synthetic_fraction=0")
+        if self.synthetic_appearance not in APPEARANCES:
+            raise ConfigError(f"data.synthetic_appearance={self.synthetic_appearance!r} is not one of "
+                              f"{', '.join(APPEARANCES)}")
+        train = self.splits["train"]
+        goods = [s.image for s in train if s.label == 0]
+        count = int(round(self.synthetic_fraction * len(train)))
+        if count and not goods:
+            raise DataError("data.synthetic_fraction needs good images in the training split to scratch")
+        added = synthesize_train(goods, count, int(self.split_cfg.get("seed", 0)), self.synthetic_appearance,
+                                 self.synthetic_dir)
+        log.info("training split: %d images + %d synthetic bad images", len(train), len(added))
+        return added
+
     def split_frame(self) -> pd.DataFrame:
-        """The split actually used, one row per image (path, label, split)."""
-        return splits_to_frame(self.splits)
+        """The split actually used, one row per image (path, label, split, synthetic: made by
+        data.synthetic_fraction)."""
+        frame = splits_to_frame(self.splits)
+        frame["synthetic"] = [bool(s.meta.get("synthetic", False)) for items in self.splits.values() for s in items]
+        return frame
 
     def class_counts(self, split: str = "train") -> list[int]:
         counts = [0] * len(self.class_names)
@@ -103,7 +139,13 @@ class ScratchDataModule(pl.LightningDataModule):
         return DataLoader(dataset, batch_size=self.batch_size, shuffle=shuffle, drop_last=drop_last,
                           num_workers=self.num_workers, pin_memory=self.pin_memory,
                           persistent_workers=self.num_workers > 0, worker_init_fn=seed_worker_transform,
-                          collate_fn=pad_collate if self.preprocess.resize == "pad" else None)
+                          collate_fn=self._collate())
+
+    def _collate(self) -> Callable | None:
+        """Native-size (pad) batches are padded to their largest image with the preprocessing's black."""
+        if self.preprocess.resize != "pad":
+            return None
+        return partial(pad_collate, fill=self.preprocess.pad_value())
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", shuffle=True)

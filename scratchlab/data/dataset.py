@@ -39,16 +39,23 @@ class ImageDataset(Dataset):
                 "path": str(s.image), "size": torch.tensor(image.shape[:2])}
 
 
-def pad_collate(items: list[dict]) -> dict:
-    """Collate items of different sizes by zero-padding images and masks at the bottom/right to the largest."""
+def pad_collate(items: list[dict], fill: tuple[float, ...] = (0.0, 0.0, 0.0)) -> dict:
+    """Collate items of different sizes by padding them at the bottom/right to the largest: images with
+    the per-channel ``fill`` (``Preprocess.pad_value()``, the same black the transforms pad with), masks with 0."""
     height = max(it["image"].shape[-2] for it in items)
     width = max(it["image"].shape[-1] for it in items)
+    value = torch.tensor(fill, dtype=items[0]["image"].dtype)[:, None, None]
 
-    def pad(t: torch.Tensor) -> torch.Tensor:
+    def pad_image(t: torch.Tensor) -> torch.Tensor:
+        out = value.expand(t.shape[0], height, width).clone()
+        out[:, : t.shape[-2], : t.shape[-1]] = t
+        return out
+
+    def pad_mask(t: torch.Tensor) -> torch.Tensor:
         return F.pad(t, (0, width - t.shape[-1], 0, height - t.shape[-2]))
 
-    return {"image": torch.stack([pad(it["image"]) for it in items]),
-            "mask": torch.stack([pad(it["mask"]) for it in items]),
+    return {"image": torch.stack([pad_image(it["image"]) for it in items]),
+            "mask": torch.stack([pad_mask(it["mask"]) for it in items]),
             "label": torch.tensor([it["label"] for it in items]),
             "size": torch.stack([it["size"] for it in items]),
             "path": [it["path"] for it in items]}

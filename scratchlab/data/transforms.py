@@ -5,6 +5,7 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 
 import albumentations as A
+import cv2
 from albumentations.pytorch import ToTensorV2
 from hydra.utils import instantiate
 
@@ -19,6 +20,7 @@ RESIZE_MODES = ("stretch", "letterbox", "pad")
 class Preprocess:
     """How an RGB uint8 image becomes a network input; stored with every model so inference matches training.
 
+    Resizing averages pixel areas (``INTER_AREA``) so thin scratches fade rather than alias away.
     ``stretch`` resizes to a square ``image_size`` (as the earlier work did); ``letterbox`` keeps the
     aspect ratio and pads with black to a square; ``pad`` keeps the native resolution and pads the
     bottom/right edges to a multiple of ``pad_multiple`` (segmentation: predictions are cropped back).
@@ -48,12 +50,17 @@ class Preprocess:
     def geometry(self) -> list[A.BasicTransform]:
         size = self.image_size
         if self.resize == "stretch":
-            return [A.Resize(size, size)]
+            return [A.Resize(size, size, interpolation=cv2.INTER_AREA)]
         if self.resize == "pad":
             m = self.pad_multiple
             return [A.PadIfNeeded(min_height=None, min_width=None, pad_height_divisor=m, pad_width_divisor=m,
                                   position="top_left", border_mode=0, fill=0, fill_mask=0)]
-        return [A.LongestMaxSize(max_size=size), A.PadIfNeeded(size, size, border_mode=0, fill=0, fill_mask=0)]
+        return [A.LongestMaxSize(max_size=size, interpolation=cv2.INTER_AREA),
+                A.PadIfNeeded(size, size, border_mode=0, fill=0, fill_mask=0)]
+
+    def pad_value(self) -> tuple[float, ...]:
+        """What a black (0) pixel becomes after normalization: the fill for padding normalized tensors."""
+        return tuple(-m / s for m, s in zip(self.mean, self.std))
 
     def tail(self) -> list[A.BasicTransform]:
         return [A.Normalize(mean=self.mean, std=self.std), ToTensorV2()]

@@ -199,9 +199,6 @@ def write_operating_point(checkpoint: str | Path, values: Mapping[str, Any]) -> 
 
 def threshold_figure(choice: Choice, xlabel: str, title: str = "") -> Any:
     """Precision, recall and F1 of bad vs threshold (chosen point marked) beside the precision-recall curve."""
-    import matplotlib
-
-    matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     c = choice.curve
