@@ -47,8 +47,14 @@ def test_exported_model_decides_like_the_checkpoint(models: dict[str, Path], exp
     images = _odd_images(models["data"])
     reference = Predictor.from_checkpoint(models[name]).predict_batch(images)
     # thresholds in the middle of the scores, so that both decisions occur
-    overrides = ({"threshold": float(np.median([p.score for p in reference]))} if name == "cnn" else
-                 {"mask_threshold": float(np.quantile(reference[0].probability, 0.9)), "min_area": 40})
+    if name == "cnn":
+        overrides = {"threshold": float(np.median([p.score for p in reference]))}
+    else:  # a mask threshold that leaves some scratch pixels, and a min_area between the images' areas
+        overrides = {"mask_threshold": float(np.quantile(reference[0].probability, 0.9)), "min_area": 1}
+        areas = sorted({p.details.scratch_area for p in Predictor.from_checkpoint(models[name], overrides)
+                        .predict_batch(images)})
+        assert len(areas) > 1, "the odd images must differ in scratch area"
+        overrides["min_area"] = max(1, areas[len(areas) // 2])
     ckpt = Predictor.from_checkpoint(models[name], overrides).predict_batch(images)
     other = Predictor.from_exported(exported[name, fmt], overrides)
     assert other.decision == Predictor.from_checkpoint(models[name], overrides).decision

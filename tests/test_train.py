@@ -96,9 +96,12 @@ def test_multirun_groups_jobs_in_one_experiment(tmp_path: Path, tiny_dataset: Pa
     result = run_cli("scratchlab.train", ["--multirun", "model=cnn,mobilenetv2", "optimizer.lr=1e-3,3e-4",
                                           "trainer.max_epochs=1", *overrides], cwd=tmp_path, timeout=600)
     assert result.returncode == 0, result.stderr[-2000:]
-    runs = _runs(tmp_path)
-    assert len(runs) == 4 and set(runs.status) == {"FINISHED"}
-    assert runs.experiment_id.nunique() == 1
+    everything = _runs(tmp_path)
+    assert everything.experiment_id.nunique() == 1
+    parent = everything[everything["tags.scratchlab.role"] == "sweep"]
+    runs = everything[everything["tags.scratchlab.role"] != "sweep"]
+    assert len(parent) == 1 and len(runs) == 4 and set(runs.status) == {"FINISHED"}
+    assert set(runs["tags.mlflow.parentRunId"]) == {parent.run_id.iloc[0]}
     assert {(m, lr) for m, lr in zip(runs["params.model.name"], runs["params.optimizer.lr"])} == {
         ("cnn", "0.001"), ("cnn", "0.0003"), ("mobilenetv2_100", "0.001"), ("mobilenetv2_100", "0.0003")}
 
