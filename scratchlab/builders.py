@@ -1,6 +1,7 @@
 """Config -> objects: the one place that knows how data, model, loss and task fit together."""
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from typing import Any
 
@@ -15,6 +16,8 @@ from scratchlab.models import build_model
 from scratchlab.tasks.classification import ClassificationTask
 from scratchlab.tasks.instance import InstanceSegmentationTask
 from scratchlab.tasks.segmentation import SegmentationTask
+
+log = logging.getLogger(__name__)
 
 
 def preprocess_from_config(cfg: DictConfig) -> Preprocess:
@@ -61,8 +64,10 @@ def _segmentation(cfg: DictConfig, class_names: list[str], class_counts: list[in
                   common: dict[str, Any]) -> pl.LightningModule:
     if len(class_names) != 2:
         raise ConfigError(f"segmentation needs a binary data set (good/bad with masks), got {len(class_names)} classes")
-    if getattr(common["loss"], "pos_weight_spec", None) == "auto":
-        raise ConfigError("loss.pos_weight=auto counts images, not pixels; give segmentation a number or null")
+    loss = common["loss"]
+    if getattr(loss, "pos_weight_spec", None) == "auto":
+        log.info("loss.pos_weight=auto weighs image classes; segmentation trains without pixel weighting "
+                 "(give loss.pos_weight=NUMBER to weigh scratch pixels)")
     net = build_model(cfg.model, num_outputs=1)
     decision = OmegaConf.to_container(cfg.decision, resolve=True)
     return SegmentationTask(net=net, decision=decision, pad_mode=preprocess_from_config(cfg).resize == "pad",
