@@ -21,7 +21,8 @@ log = logging.getLogger(__name__)
 
 
 def preprocess_from_config(cfg: DictConfig) -> Preprocess:
-    return Preprocess(image_size=int(cfg.model.image_size), resize=cfg.data.resize)
+    size = cfg.model.get("image_size")
+    return Preprocess(image_size=None if size is None else int(size), resize=cfg.data.resize)
 
 
 def build_datamodule(cfg: DictConfig) -> ScratchDataModule:
@@ -96,6 +97,10 @@ def _two_stage(cfg: DictConfig, class_names: list[str], class_counts: list[int] 
     if not isinstance(classifier, ClassificationTask) or not isinstance(segmenter, SegmentationTask):
         raise ConfigError("model.classifier_ckpt must be a classification checkpoint and model.segmenter_ckpt "
                           "a segmentation one")
+    wanted = preprocess_from_config(OmegaConf.create(segmenter.hparams.config))
+    if preprocess_from_config(cfg) != wanted:
+        raise ConfigError(f"the segmenter was trained on images prepared with image_size={wanted.image_size}, "
+                          f"resize={wanted.resize}: set model.image_size={wanted.image_size} data.resize={wanted.resize}")
     return TwoStageTask(classifier, segmenter, decision=OmegaConf.to_container(cfg.decision, resolve=True),
                         gate_threshold=cfg.model.get("gate_threshold"), config=common["config"])
 

@@ -37,3 +37,20 @@ def run_or_exit(fn: Callable[..., T], *args, **kwargs) -> T:
             raise
         print(f"error: {message}", file=sys.stderr)
         sys.exit(2)
+
+
+def exit_with(fn: Callable[..., int], *args, **kwargs) -> None:
+    """``run_or_exit(fn, ...)``, then exit with its return code when that is not 0."""
+    code = run_or_exit(fn, *args, **kwargs)
+    if code:
+        sys.exit(code)
+
+
+def report_skipped(skipped: list[tuple[str, str]]) -> int:
+    """List unreadable inputs on stderr; the exit code of a run that skipped some (1) or none (0)."""
+    if not skipped:
+        return 0
+    print(f"skipped {len(skipped)} unreadable file(s):", file=sys.stderr)
+    for path, _ in skipped:
+        print(f"  {path}", file=sys.stderr)
+    return 1

@@ -26,7 +26,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
-from scratchlab.cli import run_or_exit
+from scratchlab.cli import exit_with
 from scratchlab.config import CONFIG_DIR, register_resolvers, require_complete
 from scratchlab.errors import ConfigError
 from scratchlab.inference import (
@@ -155,9 +155,7 @@ def run_export(cfg: DictConfig) -> int:
 
 @hydra.main(config_path=str(CONFIG_DIR), config_name="export", version_base="1.3")
 def main(cfg: DictConfig) -> None:
-    code = run_or_exit(run_export, cfg)
-    if code:
-        sys.exit(code)
+    exit_with(run_export, cfg)
 
 
 if __name__ == "__main__":

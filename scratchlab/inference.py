@@ -31,7 +31,6 @@ import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, fields
-from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +39,7 @@ import cv2
 import numpy as np
 
 from scratchlab.data.io import _to_uint8, read_image
-from scratchlab.data.transforms import Preprocess, build_transform
+from scratchlab.data.transforms import Preprocess, build_transform, content_box, restore_geometry
 from scratchlab.errors import ConfigError, DataError
 from scratchlab.postprocess import (
     Component,
@@ -167,26 +166,6 @@ def resolve_decision(config_decision: Mapping[str, Any] | None, operating_point:
             raise ConfigError(f"decision.{unknown[0]} is not a decision setting; use one of {', '.join(sorted(names))}")
         merged.update({k: v for k, v in overrides.items() if v is not None})
     return DecisionParams.from_config(merged)
-
-
-@lru_cache(maxsize=64)
-def content_box(pre: Preprocess, height: int, width: int) -> tuple[int, int, int, int]:
-    """``(y0, y1, x0, x1)``: where an (height, width) image lands in the network input of ``pre``,
-    found by running the geometry itself on a blank image (so it always matches the transform)."""
-    blank = np.full((height, width), 255, np.uint8)
-    placed = A.Compose(pre.geometry())(image=blank)["image"]
-    rows, cols = np.flatnonzero(placed.max(axis=1)), np.flatnonzero(placed.max(axis=0))
-    return int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1
-
-
-def restore_geometry(prob: np.ndarray, pre: Preprocess, height: int, width: int) -> np.ndarray:
-    """A map at network geometry back at the original (height, width): the image's part is cropped out
-    (pad / letterbox borders dropped) and resized bilinearly where the network saw a scaled image."""
-    y0, y1, x0, x1 = content_box(pre, height, width)
-    crop = np.asarray(prob, dtype=np.float32)[y0:y1, x0:x1]
-    if crop.shape != (height, width):
-        crop = cv2.resize(crop, (width, height), interpolation=cv2.INTER_LINEAR)
-    return np.ascontiguousarray(crop)
 
 
 def checkpoint_hparams(path: str | Path) -> dict:

@@ -19,7 +19,7 @@ import hydra
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
-from scratchlab.cli import run_or_exit
+from scratchlab.cli import exit_with, report_skipped
 from scratchlab.config import CONFIG_DIR, register_resolvers, require_complete
 from scratchlab.data.io import IMAGE_EXTENSIONS, list_images
 from scratchlab.errors import ConfigError, DataError
@@ -129,19 +129,12 @@ def run_predict(cfg: DictConfig) -> int:
             bar.update()
     print(f"{sum(counts.values())} of {len(files)} images judged: {counts['bad']} bad, {counts['good']} good"
           f"{f', {len(skipped)} skipped' if skipped else ''} -> {output / PREDICTIONS_FILE}")
-    if skipped:
-        print(f"skipped {len(skipped)} unreadable file(s):", file=sys.stderr)
-        for path, _ in skipped:
-            print(f"  {path}", file=sys.stderr)
-        return 1
-    return 0
+    return report_skipped(skipped)
 
 
 @hydra.main(config_path=str(CONFIG_DIR), config_name="predict", version_base="1.3")
 def main(cfg: DictConfig) -> None:
-    code = run_or_exit(run_predict, cfg)
-    if code:
-        sys.exit(code)
+    exit_with(run_predict, cfg)
 
 
 if __name__ == "__main__":

@@ -14,7 +14,7 @@ import sys
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from scratchlab.cli import run_or_exit
+from scratchlab.cli import exit_with, report_skipped
 from scratchlab.config import CONFIG_DIR, register_resolvers, require_complete
 
 register_resolvers()
@@ -36,19 +36,12 @@ def run_synth(cfg: DictConfig) -> int:
     print(f"train: python -m scratchlab.train data=folder data.root={summary.output}")
     if summary.unusable:
         print(f"{len(summary.unusable)} good image(s) could not be scratched (see expand.json)", file=sys.stderr)
-    if summary.skipped:
-        print(f"skipped {len(summary.skipped)} unreadable file(s):", file=sys.stderr)
-        for path, _ in summary.skipped:
-            print(f"  {path}", file=sys.stderr)
-        return 1
-    return 0
+    return report_skipped(summary.skipped)
 
 
 @hydra.main(config_path=str(CONFIG_DIR), config_name="synth", version_base="1.3")
 def main(cfg: DictConfig) -> None:
-    code = run_or_exit(run_synth, cfg)
-    if code:
-        sys.exit(code)
+    exit_with(run_synth, cfg)
 
 
 if __name__ == "__main__":

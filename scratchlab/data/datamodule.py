@@ -94,7 +94,7 @@ class ScratchDataModule(pl.LightningDataModule):
                                 f"add images or change data.split fractions")
             train = name == "train"
             transform = build_transform(self.preprocess, self.augment, train=train, seed=self.seed)
-            self.datasets[name] = ImageDataset(self.splits[name], transform, self.mask_threshold)
+            self.datasets[name] = ImageDataset(self.splits[name], transform, self.mask_threshold, self.preprocess)
 
     def _synthetic_train(self, index: SampleIndex) -> list:
         """``round(synthetic_fraction * len(train))`` bad images scratched from the training split's good

@@ -8,18 +8,21 @@ from torch.nn import functional as F
 from torch.utils.data import Dataset, get_worker_info
 
 from scratchlab.data.io import read_image, read_mask
+from scratchlab.data.transforms import Preprocess, content_box
 from scratchlab.data.types import Sample
 from scratchlab.errors import DataError
 
 
 class ImageDataset(Dataset):
     """Items are dicts: ``image`` (3,H,W float), ``label`` (int), ``mask`` (H,W float 0/1), ``path``,
-    ``size`` (the image's height and width as read, before any resizing or padding)."""
+    ``size``: the height and width the image takes in the input before padding (``resize=pad``), else as read."""
 
-    def __init__(self, samples: list[Sample], transform: A.Compose, mask_threshold: int = 128) -> None:
+    def __init__(self, samples: list[Sample], transform: A.Compose, mask_threshold: int = 128,
+                 preprocess: Preprocess | None = None) -> None:
         self.samples = samples
         self.transform = transform
         self.mask_threshold = mask_threshold
+        self.preprocess = preprocess
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -36,7 +39,14 @@ class ImageDataset(Dataset):
             mask = np.zeros(image.shape[:2], np.uint8)
         out = self.transform(image=image, mask=mask)
         return {"image": out["image"], "label": s.label, "mask": torch.as_tensor(out["mask"]).float(),
-                "path": str(s.image), "size": torch.tensor(image.shape[:2])}
+                "path": str(s.image), "size": torch.tensor(self._content_size(*image.shape[:2]))}
+
+    def _content_size(self, height: int, width: int) -> tuple[int, int]:
+        """Height and width of the image inside the (padded) network input."""
+        if self.preprocess is None or self.preprocess.resize != "pad":
+            return height, width
+        _, y1, _, x1 = content_box(self.preprocess, height, width)
+        return y1, x1
 
 
 def pad_collate(items: list[dict], fill: tuple[float, ...] = (0.0, 0.0, 0.0)) -> dict:

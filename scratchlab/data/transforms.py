@@ -3,9 +3,11 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
+from functools import lru_cache
 
 import albumentations as A
 import cv2
+import numpy as np
 from albumentations.pytorch import ToTensorV2
 from hydra.utils import instantiate
 
@@ -22,11 +24,12 @@ class Preprocess:
 
     Resizing averages pixel areas (``INTER_AREA``) so thin scratches fade rather than alias away.
     ``stretch`` resizes to a square ``image_size`` (as the earlier work did); ``letterbox`` keeps the
-    aspect ratio and pads with black to a square; ``pad`` keeps the native resolution and pads the
-    bottom/right edges to a multiple of ``pad_multiple`` (segmentation: predictions are cropped back).
+    aspect ratio and pads with black to a square; ``pad`` pads the bottom/right edges to a multiple of
+    ``pad_multiple`` (segmentation: predictions are cropped back), after scaling the longest side to
+    ``image_size`` when that is set (``None``: native resolution).
     """
 
-    image_size: int
+    image_size: int | None
     resize: str = "stretch"
     pad_multiple: int = 32
     mean: tuple[float, ...] = IMAGENET_MEAN
@@ -35,7 +38,9 @@ class Preprocess:
     def __post_init__(self) -> None:
         if self.resize not in RESIZE_MODES:
             raise ConfigError(f"data.resize={self.resize!r} is not one of {', '.join(RESIZE_MODES)}")
-        if self.image_size < 8:
+        if self.image_size is None and self.resize != "pad":
+            raise ConfigError(f"data.resize={self.resize} needs a model.image_size; only resize=pad works without")
+        if self.image_size is not None and self.image_size < 8:
             raise ConfigError(f"model.image_size={self.image_size} is too small; use at least 8")
 
     def to_dict(self) -> dict:
@@ -43,7 +48,8 @@ class Preprocess:
 
     @classmethod
     def from_dict(cls, d: Mapping) -> "Preprocess":
-        return cls(image_size=int(d["image_size"]), resize=d.get("resize", "stretch"),
+        size = d.get("image_size")
+        return cls(image_size=None if size is None else int(size), resize=d.get("resize", "stretch"),
                    pad_multiple=int(d.get("pad_multiple", 32)),
                    mean=tuple(d.get("mean", IMAGENET_MEAN)), std=tuple(d.get("std", IMAGENET_STD)))
 
@@ -53,7 +59,8 @@ class Preprocess:
             return [A.Resize(size, size, interpolation=cv2.INTER_AREA)]
         if self.resize == "pad":
             m = self.pad_multiple
-            return [A.PadIfNeeded(min_height=None, min_width=None, pad_height_divisor=m, pad_width_divisor=m,
+            scale = [] if size is None else [A.LongestMaxSize(max_size=size, interpolation=cv2.INTER_AREA)]
+            return scale + [A.PadIfNeeded(min_height=None, min_width=None, pad_height_divisor=m, pad_width_divisor=m,
                                   position="top_left", border_mode=0, fill=0, fill_mask=0)]
         return [A.LongestMaxSize(max_size=size, interpolation=cv2.INTER_AREA),
                 A.PadIfNeeded(size, size, border_mode=0, fill=0, fill_mask=0)]
@@ -84,3 +91,23 @@ def build_transform(pre: Preprocess, augment: Mapping | None = None, train: bool
     """Training: augmentations + preprocessing; evaluation/prediction: preprocessing only."""
     steps = (build_augmentations(augment) if train else []) + pre.geometry() + pre.tail()
     return A.Compose(steps, seed=seed)
+
+
+@lru_cache(maxsize=256)
+def content_box(pre: Preprocess, height: int, width: int) -> tuple[int, int, int, int]:
+    """``(y0, y1, x0, x1)``: where an (height, width) image lands in the network input of ``pre``,
+    found by running the geometry itself on a blank image (so it always matches the transform)."""
+    blank = np.full((height, width), 255, np.uint8)
+    placed = A.Compose(pre.geometry())(image=blank)["image"]
+    rows, cols = np.flatnonzero(placed.max(axis=1)), np.flatnonzero(placed.max(axis=0))
+    return int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1
+
+
+def restore_geometry(prob: np.ndarray, pre: Preprocess, height: int, width: int) -> np.ndarray:
+    """A map at network geometry back at the original (height, width): the image's part is cropped out
+    (pad / letterbox borders dropped) and resized bilinearly where the network saw a scaled image."""
+    y0, y1, x0, x1 = content_box(pre, height, width)
+    crop = np.asarray(prob, dtype=np.float32)[y0:y1, x0:x1]
+    if crop.shape != (height, width):
+        crop = cv2.resize(crop, (width, height), interpolation=cv2.INTER_LINEAR)
+    return np.ascontiguousarray(crop)

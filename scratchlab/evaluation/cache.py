@@ -264,7 +264,7 @@ def compute_predictions(source: ModelSource, cfg: DictConfig, split: str, device
         raise ConfigError(f"segmentation models need a binary data set (good/bad with masks), "
                           f"data={cfg.data.name} has {len(names)} classes")
     pad = dm.preprocess.resize == "pad"
-    dataset = ImageDataset(dm.splits[split], build_transform(dm.preprocess), dm.mask_threshold)
+    dataset = ImageDataset(dm.splits[split], build_transform(dm.preprocess), dm.mask_threshold, dm.preprocess)
     loader = DataLoader(dataset, batch_size=int(cfg.data.batch_size), shuffle=False,
                         num_workers=int(cfg.data.num_workers), collate_fn=pad_collate if pad else None)
     log.info("running the model on %d %s images (%s)", len(dataset), split, cfg.data.name)

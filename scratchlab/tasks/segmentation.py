@@ -4,12 +4,15 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
+import cv2
 import numpy as np
 import torch
+from omegaconf import OmegaConf
 from pytorch_lightning.loggers import MLFlowLogger
 from torch import nn
 
 from scratchlab.data.io import read_image
+from scratchlab.data.transforms import restore_geometry
 from scratchlab.metrics import SegmentationMetrics
 from scratchlab.postprocess import DecisionParams, decide_from_area, decide_from_probability, image_scores_from_masks
 from scratchlab.tasks.base import BaseTask, gather_test_outputs
@@ -115,14 +118,20 @@ class SegmentationTask(BaseTask):
 
     def overlay(self, record: dict) -> np.ndarray:
         """The image with its true scratches outlined and the predicted ones tinted and boxed."""
-        image = read_image(record["path"])
-        prob = record["prob"].astype(np.float32) / 255
-        if prob.shape != image.shape[:2]:  # resized input: bring the maps back to the image's size
-            import cv2
+        from scratchlab.builders import preprocess_from_config
 
-            size = (image.shape[1], image.shape[0])
-            prob = cv2.resize(prob, size, interpolation=cv2.INTER_LINEAR)
-            record = {**record, "mask": cv2.resize(record["mask"], size, interpolation=cv2.INTER_NEAREST)}
+        image = read_image(record["path"])
+        h, w = image.shape[:2]
+        prob = record["prob"].astype(np.float32) / 255
+        if prob.shape != (h, w):  # scaled input: bring the maps back to the image's size
+            if self.pad_mode:  # records are already cropped to the image's part of the input
+                prob = cv2.resize(prob, (w, h), interpolation=cv2.INTER_LINEAR)
+                truth = cv2.resize(record["mask"], (w, h), interpolation=cv2.INTER_NEAREST)
+            else:
+                pre = preprocess_from_config(OmegaConf.create(self.hparams.config))
+                prob = restore_geometry(prob, pre, h, w)
+                truth = (restore_geometry(record["mask"].astype(np.float32), pre, h, w) >= 0.5).astype(np.uint8)
+            record = {**record, "mask": truth}
         decision = decide_from_probability(prob, self.decision)
         verdict = "bad" if decision.is_bad else "good"
         truth = self.class_names[record["label"]] if record["label"] < len(self.class_names) else record["label"]
