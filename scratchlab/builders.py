@@ -1,7 +1,6 @@
 """Config -> objects: the one place that knows how data, model, loss and task fit together."""
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable
 from typing import Any
 
@@ -16,8 +15,6 @@ from scratchlab.models import build_model
 from scratchlab.tasks.classification import ClassificationTask
 from scratchlab.tasks.instance import InstanceSegmentationTask
 from scratchlab.tasks.segmentation import SegmentationTask
-
-log = logging.getLogger(__name__)
 
 
 def preprocess_from_config(cfg: DictConfig) -> Preprocess:
@@ -36,8 +33,10 @@ def build_datamodule(cfg: DictConfig) -> ScratchDataModule:
         synthetic_dir=d.get("synthetic_dir"))
 
 
-def build_task(cfg: DictConfig, class_names: list[str], class_counts: list[int] | None = None) -> pl.LightningModule:
-    """The LightningModule for ``cfg.model.task``; ``class_counts`` (training split) resolves "auto" weights."""
+def build_task(cfg: DictConfig, class_names: list[str], class_counts: list[int] | None = None,
+               pixel_counts: tuple[int, int] | None = None) -> pl.LightningModule:
+    """The LightningModule for ``cfg.model.task``; the training split's ``class_counts`` (classifiers) or
+    (background, scratch) ``pixel_counts`` (segmenters) resolve "auto" loss weights."""
     task = cfg.model.get("task", "classification")
     if task not in TASK_BUILDERS:
         raise ConfigError(f"model.task={task!r} is not one of {', '.join(TASK_BUILDERS)}")
@@ -45,6 +44,8 @@ def build_task(cfg: DictConfig, class_names: list[str], class_counts: list[int] 
     scheduler = instantiate(cfg.scheduler) if cfg.get("scheduler") else None
     common = {"loss": loss, "optimizer": instantiate(cfg.optimizer), "scheduler": scheduler,
               "config": OmegaConf.to_container(cfg, resolve=True)}
+    if task == "segmentation":
+        return _segmentation(cfg, class_names, class_counts, common, pixel_counts)
     return TASK_BUILDERS[task](cfg, class_names, class_counts, common)
 
 
@@ -62,13 +63,12 @@ def _classification(cfg: DictConfig, class_names: list[str], class_counts: list[
 
 
 def _segmentation(cfg: DictConfig, class_names: list[str], class_counts: list[int] | None,
-                  common: dict[str, Any]) -> pl.LightningModule:
+                  common: dict[str, Any], pixel_counts: tuple[int, int] | None = None) -> pl.LightningModule:
     if len(class_names) != 2:
         raise ConfigError(f"segmentation needs a binary data set (good/bad with masks), got {len(class_names)} classes")
     loss = common["loss"]
-    if getattr(loss, "pos_weight_spec", None) == "auto":
-        log.info("loss.pos_weight=auto weighs image classes; segmentation trains without pixel weighting "
-                 "(give loss.pos_weight=NUMBER to weigh scratch pixels)")
+    if getattr(loss, "pos_weight_spec", None) == "auto" and pixel_counts is not None:
+        loss.fit_pixel_counts(*pixel_counts)
     net = build_model(cfg.model, num_outputs=1)
     decision = OmegaConf.to_container(cfg.decision, resolve=True)
     return SegmentationTask(net=net, decision=decision, pad_mode=preprocess_from_config(cfg).resize == "pad",

@@ -25,7 +25,7 @@ class BCELoss(nn.Module):
     """Binary cross-entropy on logits; targets are reshaped to the logits' shape (labels or masks).
 
     ``pos_weight`` weights the positive (bad / scratch) class: a number, or ``"auto"`` for
-    n_negative / n_positive of the training split.
+    n_negative / n_positive of the training split (images for classifiers, pixels for segmenters).
     """
 
     def __init__(self, pos_weight: float | str | None = None) -> None:
@@ -33,7 +33,8 @@ class BCELoss(nn.Module):
         if isinstance(pos_weight, str) and pos_weight != "auto":
             raise ConfigError(f"loss.pos_weight={pos_weight!r}: use a number, 'auto' or null")
         self.pos_weight_spec = pos_weight
-        self.register_buffer("pos_weight", None if pos_weight in (None, "auto") else torch.tensor(float(pos_weight)))
+        # Always a tensor (1 = unweighted), so checkpoints carry the resolved "auto" value and reload it.
+        self.register_buffer("pos_weight", torch.tensor(1.0 if pos_weight in (None, "auto") else float(pos_weight)))
 
     def num_outputs(self, num_classes: int) -> int:
         if num_classes != 2:
@@ -44,6 +45,11 @@ class BCELoss(nn.Module):
         """Resolve ``pos_weight="auto"`` from the training split's (negative, positive) counts."""
         if self.pos_weight_spec == "auto":
             self.pos_weight = torch.tensor(max(class_counts[0], 1) / max(class_counts[1], 1))
+
+    def fit_pixel_counts(self, background: int, scratch: int, cap: float = 100.0) -> None:
+        """Resolve ``pos_weight="auto"`` for segmentation: background / scratch pixels, at most ``cap``."""
+        if self.pos_weight_spec == "auto":
+            self.pos_weight = torch.tensor(min(max(background, 1) / max(scratch, 1), cap))
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         return F.binary_cross_entropy_with_logits(

@@ -45,7 +45,9 @@ def run_training(cfg: DictConfig) -> dict[str, float]:
         datamodule = build_datamodule(cfg)
         datamodule.prepare_data()
         datamodule.setup("fit")
-        task = build_task(cfg, datamodule.class_names, datamodule.class_counts("train"))
+        segmentation = cfg.model.get("task") == "segmentation"
+        pixel_counts = datamodule.mask_pixel_counts("train") if segmentation else None
+        task = build_task(cfg, datamodule.class_names, datamodule.class_counts("train"), pixel_counts)
         logger = MLFlowLogger(experiment_name=run.experiment_name, tracking_uri=run.tracking_uri,
                               run_id=run.run_id, log_model=False)
         logger.log_hyperparams(flatten_config(cfg))

@@ -11,6 +11,7 @@ import pandas as pd
 import pytorch_lightning as pl
 from torch.utils.data import DataLoader
 
+from scratchlab.data.io import image_info, read_mask
 from scratchlab.data.dataset import ImageDataset, pad_collate, seed_worker_transform
 from scratchlab.data.splits import split_samples, splits_to_frame
 from scratchlab.data.transforms import Preprocess, build_transform
@@ -125,6 +126,16 @@ class ScratchDataModule(pl.LightningDataModule):
         frame = splits_to_frame(self.splits)
         frame["synthetic"] = [bool(s.meta.get("synthetic", False)) for items in self.splits.values() for s in items]
         return frame
+
+    def mask_pixel_counts(self, split: str = "train") -> tuple[int, int]:
+        """(background, scratch) pixel counts over a split's images, from mask files and image headers."""
+        total = scratch = 0
+        for s in self.splits[split]:
+            width, height, _ = image_info(s.image)
+            total += width * height
+            if s.mask is not None:
+                scratch += int(read_mask(s.mask, threshold=self.mask_threshold).sum())
+        return total - scratch, scratch
 
     def class_counts(self, split: str = "train") -> list[int]:
         counts = [0] * len(self.class_names)
