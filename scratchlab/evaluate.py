@@ -14,11 +14,13 @@ register_resolvers()
 
 
 @hydra.main(config_path=str(CONFIG_DIR), config_name="evaluate", version_base="1.3")
-def main(cfg: DictConfig) -> None:
-    """Evaluate one model on one split (one job of a threshold sweep)."""
+def main(cfg: DictConfig) -> float | None:
+    """Evaluate one model on one split (one job of a threshold sweep); returns the optimized metric for Optuna."""
     from scratchlab.evaluation.job import evaluate
 
-    run_or_exit(evaluate, cfg)
+    metrics = run_or_exit(evaluate, cfg)
+    target = cfg.get("optimized_metric")
+    return float(metrics[target]) if target else None
 
 
 if __name__ == "__main__":

@@ -39,7 +39,7 @@ class SweepSummary(Callback):
         experiment = client.get_experiment_by_name(name)
         overrides = best_trial_overrides(results)
         print(f"best trial ({config.get('optimized_metric')} = {results.best_value:.4f}): {' '.join(overrides)}")
-        print(f"  re-run it: python -m scratchlab.train {' '.join(overrides)}")
+        print(f"  re-run it: python -m scratchlab.{config.hydra.job.name} {' '.join(overrides)}")
         if experiment is None:
             return
         parent = sweep_parent_run(client, experiment.experiment_id, name)

@@ -45,3 +45,6 @@ def test_search_configs_compose(tmp_path: Path) -> None:
     for name in ("lr_wd", "threshold"):
         cfg = compose("train", [f"paths.root_dir={tmp_path}", f"hydra.run.dir={tmp_path}/r", f"hparams_search={name}"])
         assert cfg.optimized_metric == "val/f1_bad"
+    cfg = compose("evaluate", [f"paths.root_dir={tmp_path}", f"hydra.run.dir={tmp_path}/r", "run_id=abc",
+                               "hparams_search=eval_threshold"])
+    assert cfg.split == "val" and cfg.optimized_metric == "val/f1_bad", "thresholds are tuned on validation"
