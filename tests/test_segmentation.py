@@ -132,3 +132,12 @@ def test_two_stage_gates_the_segmenter(tmp_path: Path, tiny_dataset: Path) -> No
     nothing = two_stage(1.0)  # a one-epoch classifier is never that sure: no image reaches the segmenter
     assert nothing["test/gate_rate"] == 0.0
     assert nothing["test/recall_bad"] == 0.0 and nothing["test/pixel_recall"] == 0.0
+
+
+def test_bn_momentum_is_set_on_every_batch_norm(tmp_path: Path) -> None:
+    def momenta(*overrides: str) -> set[float]:
+        task = build_task(_cfg(tmp_path, "model=unet", *overrides), ["good", "bad"])
+        return {m.momentum for m in task.net.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)}
+
+    assert momenta() == {0.1}
+    assert 0.01 in momenta("model.bn_momentum=null"), "smp's efficientnet encoders ship momentum 0.01"

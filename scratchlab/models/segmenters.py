@@ -12,11 +12,13 @@ from scratchlab.errors import ConfigError
 
 def smp_segmenter(arch: str = "Unet", encoder_name: str = "efficientnet-b0", num_outputs: int = 1,
                   encoder_weights: str | None = None, weights_path: str | None = None, in_chans: int = 3,
-                  **arch_kwargs) -> nn.Module:
+                  bn_momentum: float | None = None, **arch_kwargs) -> nn.Module:
     """``smp.create_model(arch, encoder_name, ...)``; timm encoders are named ``tu-<timm name>``.
 
     ``encoder_weights`` (e.g. ``imagenet``) is smp's own loading and needs its cache or network;
-    ``weights_path`` loads a local state dict of the whole network.
+    ``weights_path`` loads a local state dict of the whole network. ``bn_momentum`` sets the momentum of
+    every batch norm (smp's ``efficientnet-*`` encoders use 0.01, whose running statistics lag far behind
+    in short runs from scratch, so evaluation-mode predictions collapse).
     """
     try:
         model = smp.create_model(arch, encoder_name=encoder_name, encoder_weights=encoder_weights,
@@ -26,6 +28,10 @@ def smp_segmenter(arch: str = "Unet", encoder_name: str = "efficientnet-b0", num
     except OSError as err:
         raise ConfigError(f"encoder weights {encoder_weights!r} for {encoder_name!r} are not available offline "
                           f"({err.__class__.__name__}); use model.encoder_weights=null or model.weights_path=FILE") from err
+    if bn_momentum is not None:
+        for module in model.modules():
+            if isinstance(module, nn.modules.batchnorm._BatchNorm):
+                module.momentum = bn_momentum
     if weights_path:
         path = Path(weights_path).expanduser()
         if not path.is_file():
