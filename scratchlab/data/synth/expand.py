@@ -28,6 +28,7 @@ from scratchlab.data.synth import appearance as app
 from scratchlab.data.synth.copy_paste import CopyPasteParams, ScratchBank, paste_scratches
 from scratchlab.data.synth.engine import annotate, apply_scratches
 from scratchlab.data.synth.params import MetalParams, ScratchParams, params_from_dict, params_to_dict
+from scratchlab.data.synth.writer import move_into_place
 from scratchlab.data.types import Box, Sample
 from scratchlab.errors import ConfigError, DataError
 
@@ -258,13 +259,7 @@ def expand_folder(input_dir: str | Path, output: str | Path, n: int | None = Non
                 "scratch": params_to_dict(maker.scratch) if mode != "copy_paste" else None,
                 "skipped": [p for p, _ in skipped], "unusable": unusable}
         _write_meta(tmp, records, meta)
-        if out.exists():
-            old = out.parent / f".{out.name}.old-{uuid.uuid4().hex[:8]}"
-            os.replace(out, old)
-            os.replace(tmp, out)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, out)
+        move_into_place(tmp, out)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return ExpandSummary(out, len(goods), n_bad, skipped, unusable)

@@ -54,6 +54,17 @@ def _write_png(path: Path, array: np.ndarray) -> None:
         raise DataError(f"could not write {path}; check that the folder is writable and has space")
 
 
+def move_into_place(tmp: Path, target: Path) -> None:
+    """Rename a finished folder ``tmp`` to ``target``, replacing any old ``target`` only at the very end."""
+    if target.exists():
+        old = target.parent / f".{target.name}.old-{uuid.uuid4().hex[:8]}"
+        os.replace(target, old)
+        os.replace(tmp, target)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(tmp, target)
+
+
 def write_synthetic_dataset(
     root: Path,
     kind: str,
@@ -100,13 +111,7 @@ def write_synthetic_dataset(
         meta = {"kind": kind, "count": count, "bad_fraction": bad_fraction, "seed": seed,
                 "version": GENERATOR_VERSION, "params": params_to_dict(p)}
         (tmp / "synth.json").write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
-        if root.exists():
-            old = root.parent / f".{root.name}.old-{uuid.uuid4().hex[:8]}"
-            os.replace(root, old)
-            os.replace(tmp, root)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, root)
+        move_into_place(tmp, root)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return load_synthetic_index(root)
