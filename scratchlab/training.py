@@ -45,8 +45,8 @@ def run_training(cfg: DictConfig) -> dict[str, float]:
         datamodule = build_datamodule(cfg)
         datamodule.prepare_data()
         datamodule.setup("fit")
-        segmentation = cfg.model.get("task") == "segmentation"
-        pixel_counts = datamodule.mask_pixel_counts("train") if segmentation else None
+        pixel_weighted = cfg.model.get("task") == "segmentation" and cfg.loss.get("pos_weight") == "auto"
+        pixel_counts = datamodule.mask_pixel_counts("train") if pixel_weighted else None
         task = build_task(cfg, datamodule.class_names, datamodule.class_counts("train"), pixel_counts)
         logger = MLFlowLogger(experiment_name=run.experiment_name, tracking_uri=run.tracking_uri,
                               run_id=run.run_id, log_model=False)
