@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 import pytorch_lightning as pl
 from hydra.utils import instantiate
@@ -44,38 +44,43 @@ def build_task(cfg: DictConfig, class_names: list[str], class_counts: list[int] 
     scheduler = instantiate(cfg.scheduler) if cfg.get("scheduler") else None
     common = {"loss": loss, "optimizer": instantiate(cfg.optimizer), "scheduler": scheduler,
               "config": OmegaConf.to_container(cfg, resolve=True)}
-    if task == "segmentation":
-        return _segmentation(cfg, class_names, class_counts, common, pixel_counts)
-    return TASK_BUILDERS[task](cfg, class_names, class_counts, common)
+    return TASK_BUILDERS[task](cfg, class_names, TrainCounts(class_counts, pixel_counts), common)
 
 
-def _classification(cfg: DictConfig, class_names: list[str], class_counts: list[int] | None,
+class TrainCounts(NamedTuple):
+    """What the training split holds, for "auto" loss weights: images per class, (background, scratch) pixels."""
+
+    classes: list[int] | None = None
+    pixels: tuple[int, int] | None = None
+
+
+def _classification(cfg: DictConfig, class_names: list[str], counts: TrainCounts,
                     common: dict[str, Any]) -> pl.LightningModule:
     loss = common["loss"]
     if not hasattr(loss, "num_outputs"):
         raise ConfigError(f"loss={cfg.loss._target_.rsplit('.', 1)[-1]} is a segmentation loss; "
                           f"classification models take loss=bce or loss=ce")
-    if class_counts is not None:
-        loss.fit_class_counts(class_counts)
+    if counts.classes is not None:
+        loss.fit_class_counts(counts.classes)
     net = build_model(cfg.model, num_outputs=loss.num_outputs(len(class_names)))
     return ClassificationTask(net=net, class_names=class_names, threshold=cfg.decision.threshold,
-                              class_counts=class_counts, **common)
+                              class_counts=counts.classes, **common)
 
 
-def _segmentation(cfg: DictConfig, class_names: list[str], class_counts: list[int] | None,
-                  common: dict[str, Any], pixel_counts: tuple[int, int] | None = None) -> pl.LightningModule:
+def _segmentation(cfg: DictConfig, class_names: list[str], counts: TrainCounts,
+                  common: dict[str, Any]) -> pl.LightningModule:
     if len(class_names) != 2:
         raise ConfigError(f"segmentation needs a binary data set (good/bad with masks), got {len(class_names)} classes")
     loss = common["loss"]
-    if getattr(loss, "pos_weight_spec", None) == "auto" and pixel_counts is not None:
-        loss.fit_pixel_counts(*pixel_counts)
+    if getattr(loss, "pos_weight_spec", None) == "auto" and counts.pixels is not None:
+        loss.fit_pixel_counts(*counts.pixels)
     net = build_model(cfg.model, num_outputs=1)
     decision = OmegaConf.to_container(cfg.decision, resolve=True)
     return SegmentationTask(net=net, decision=decision, pad_mode=preprocess_from_config(cfg).resize == "pad",
                             class_names=class_names, **common)
 
 
-def _instance(cfg: DictConfig, class_names: list[str], class_counts: list[int] | None,
+def _instance(cfg: DictConfig, class_names: list[str], counts: TrainCounts,
               common: dict[str, Any]) -> pl.LightningModule:
     if len(class_names) != 2:
         raise ConfigError(f"Mask R-CNN needs a binary data set (good/bad with masks), got {len(class_names)} classes")
@@ -88,7 +93,7 @@ def _instance(cfg: DictConfig, class_names: list[str], class_counts: list[int] |
                                     **{**common, "loss": None})
 
 
-def _two_stage(cfg: DictConfig, class_names: list[str], class_counts: list[int] | None,
+def _two_stage(cfg: DictConfig, class_names: list[str], counts: TrainCounts,
                common: dict[str, Any]) -> pl.LightningModule:
     from scratchlab.checkpoints import load_task
     from scratchlab.tasks.two_stage import TwoStageTask

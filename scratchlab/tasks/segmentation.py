@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from functools import cached_property
 from typing import Any
 
 import cv2
@@ -12,7 +13,7 @@ from pytorch_lightning.loggers import MLFlowLogger
 from torch import nn
 
 from scratchlab.data.io import read_image
-from scratchlab.data.transforms import restore_geometry
+from scratchlab.data.transforms import Preprocess, restore_geometry
 from scratchlab.metrics import SegmentationMetrics
 from scratchlab.postprocess import DecisionParams, decide_from_area, decide_from_probability, image_scores_from_masks
 from scratchlab.tasks.base import BaseTask, gather_test_outputs
@@ -116,10 +117,15 @@ class SegmentationTask(BaseTask):
             if chosen:
                 self._log_picture(chosen[:N_PICTURES], name)
 
-    def overlay(self, record: dict) -> np.ndarray:
-        """The image with its true scratches outlined and the predicted ones tinted and boxed."""
+    @cached_property
+    def preprocess(self) -> Preprocess:
+        """How this model's inputs were prepared (from the run config stored with it)."""
         from scratchlab.builders import preprocess_from_config
 
+        return preprocess_from_config(OmegaConf.create(self.hparams.config))
+
+    def overlay(self, record: dict) -> np.ndarray:
+        """The image with its true scratches outlined and the predicted ones tinted and boxed."""
         image = read_image(record["path"])
         h, w = image.shape[:2]
         prob = record["prob"].astype(np.float32) / 255
@@ -128,9 +134,9 @@ class SegmentationTask(BaseTask):
                 prob = cv2.resize(prob, (w, h), interpolation=cv2.INTER_LINEAR)
                 truth = cv2.resize(record["mask"], (w, h), interpolation=cv2.INTER_NEAREST)
             else:
-                pre = preprocess_from_config(OmegaConf.create(self.hparams.config))
-                prob = restore_geometry(prob, pre, h, w)
-                truth = (restore_geometry(record["mask"].astype(np.float32), pre, h, w) >= 0.5).astype(np.uint8)
+                prob = restore_geometry(prob, self.preprocess, h, w)
+                truth = (restore_geometry(record["mask"].astype(np.float32), self.preprocess, h, w) >= 0.5
+                         ).astype(np.uint8)
             record = {**record, "mask": truth}
         decision = decide_from_probability(prob, self.decision)
         verdict = "bad" if decision.is_bad else "good"
