@@ -1,4 +1,5 @@
-"""Albumentations pipelines: augmentation from config, then the one preprocessing every path shares."""
+"""Albumentations pipelines: the one geometry every path shares, training augmentations at that geometry,
+then normalization."""
 from __future__ import annotations
 
 from collections.abc import Mapping
@@ -8,6 +9,7 @@ from functools import lru_cache
 import albumentations as A
 import cv2
 import numpy as np
+from albumentations.augmentations.crops.transforms import BaseCrop, _BaseRandomSizedCrop
 from albumentations.pytorch import ToTensorV2
 from hydra.utils import instantiate
 
@@ -74,22 +76,51 @@ class Preprocess:
 
 
 def build_augmentations(augment: Mapping | None) -> list[A.BasicTransform]:
-    """Instantiate the ``data.augment`` mapping (name -> albumentations ``_target_`` node), in order."""
+    """Instantiate the ``data.augment`` mapping (name -> albumentations ``_target_`` node), in order.
+
+    They run on the network input (after resizing), so each must keep its size and all of its content:
+    crops and resizes are refused, and whatever fills borders (rotations, shifts) must fill with the
+    black (0) that letterbox / pad borders have, masks with 0 (no scratch)."""
     out = []
     for name, node in (augment or {}).items():
         if node is None:
             continue
         try:
-            out.append(instantiate(node, _convert_="all"))
+            transform = instantiate(node, _convert_="all")
         except Exception as err:  # noqa: BLE001 - turned into one clear line
             raise ConfigError(f"data.augment.{name} cannot be built ({err}); check its _target_ and arguments") from err
+        _check_augmentation(name, transform)
+        out.append(transform)
     return out
+
+
+_FRAMING = (BaseCrop, _BaseRandomSizedCrop, A.CropAndPad, A.Resize, A.LongestMaxSize, A.SmallestMaxSize,
+            A.RandomScale, A.PadIfNeeded)
+
+
+def _check_augmentation(name: str, transform: A.BasicTransform) -> None:
+    """Refuse augmentations that change the framing the evaluation sees, or fill borders with another value."""
+    kind = type(transform).__name__
+    if isinstance(transform, _FRAMING):
+        raise ConfigError(f"data.augment.{name} ({kind}) changes the image's size or cuts off its edges, where "
+                          f"scratches may lie; augmentations run after resizing to the network input: remove it, "
+                          f"or use albumentations.Affine with scale <= 1 to vary the framing without losing content")
+    if getattr(transform, "border_mode", cv2.BORDER_CONSTANT) != cv2.BORDER_CONSTANT:
+        raise ConfigError(f"data.augment.{name} ({kind}) fills borders with border_mode={transform.border_mode}; "
+                          f"use border_mode=0 (constant) so new borders are the black of the padding")
+    for attr in ("fill", "fill_mask"):
+        value = getattr(transform, attr, 0)
+        if any(v != 0 for v in np.atleast_1d(value)):
+            raise ConfigError(f"data.augment.{name} ({kind}) fills borders with {attr}={value}; use {attr}=0, "
+                              f"the black of the padding (masks: no scratch)")
 
 
 def build_transform(pre: Preprocess, augment: Mapping | None = None, train: bool = False,
                     seed: int | None = None) -> A.Compose:
-    """Training: augmentations + preprocessing; evaluation/prediction: preprocessing only."""
-    steps = (build_augmentations(augment) if train else []) + pre.geometry() + pre.tail()
+    """Geometry (resize / letterbox / pad) first, then the training augmentations at the network's input
+    size, then normalization: training and evaluation frame every image the same way, and masks follow
+    every step. Evaluation and prediction (``train=False``) get geometry and normalization only."""
+    steps = pre.geometry() + (build_augmentations(augment) if train else []) + pre.tail()
     return A.Compose(steps, seed=seed)
 
 
