@@ -7,6 +7,8 @@ from hydra.utils import get_object, instantiate
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
+from scratchlab.models.weights import apply_pretrained
+
 # Keys every model config may carry for the rest of the pipeline; passed on only if the factory takes them.
 _SHARED_KEYS = ("task", "name", "image_size", "resize", "score_threshold", "min_instance_area")
 
@@ -15,6 +17,7 @@ def build_model(model_cfg: DictConfig, num_outputs: int) -> nn.Module:
     """Instantiate ``model_cfg`` (a ``model=`` config) with ``num_outputs`` outputs."""
     cfg = OmegaConf.to_container(model_cfg, resolve=True)
     accepted = inspect.signature(get_object(cfg["_target_"])).parameters
+    cfg = apply_pretrained(cfg, accepted)
     for key in _SHARED_KEYS:
         if key not in accepted:
             cfg.pop(key, None)
