@@ -19,6 +19,8 @@ import mlflow
 from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig, OmegaConf
 
+from scratchlab.models.weights import weights_source
+
 log = logging.getLogger(__name__)
 RUN_ID_ENV = "SCRATCHLAB_MLFLOW_RUN_ID"  # lets DDP worker processes join the run of the main process
 ROLE_TAG = "scratchlab.role"
@@ -145,6 +147,7 @@ def mlflow_run(cfg: DictConfig) -> Iterator[TrackedRun]:
     exp_id = get_or_create_experiment(client, name, cfg.logger.get("artifact_root") if local else None)
     tags = {"mlflow.runName": cfg.run_name, "mlflow.source.name": "scratchlab.train", **git_info(),
             "model": cfg.model.name, "data": cfg.data.name, "task": cfg.model.get("task", "classification"),
+            "weights_source": weights_source(cfg.model),
             **{f"hydra.{k}": str(v) for k, v in context.items()},
             **{str(k): str(v) for k, v in (cfg.get("tags") or {}).items()}}
     if "sweep_dir" in context:
