@@ -1,13 +1,18 @@
 """Hydra/OmegaConf glue: custom resolvers, config location, and composing configs from code."""
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-CONFIG_DIR = Path(__file__).resolve().parent.parent / "conf"
+CONFIG_DIR = Path(__file__).resolve().parent / "conf"  # links to the top-level conf/ in a checkout; copied in a wheel
+# Data settings that change how fast data arrives, not what it is: left out of a data set's fingerprint.
+_LOADING_KEYS = frozenset({"num_workers", "pin_memory", "persistent_workers", "prefetch_factor", "cache"})
 
 
 def _ddp_devices() -> int:
@@ -17,12 +22,31 @@ def _ddp_devices() -> int:
     return torch.cuda.device_count() or 2
 
 
+def data_fingerprint(data: Any) -> str:
+    """Eight hex digits that identify a data config (source, task, split...), loading settings aside."""
+    node = OmegaConf.to_container(data, resolve=True) if OmegaConf.is_config(data) else data
+    if isinstance(node, dict):
+        node = {k: v for k, v in node.items() if k not in _LOADING_KEYS}
+    return hashlib.sha1(json.dumps(node, sort_keys=True, default=str).encode()).hexdigest()[:8]
+
+
+def resolve_tracking_uri(configured: str | None, mlruns_dir: str | Path) -> str:
+    """Where MLflow runs go: ``MLFLOW_TRACKING_URI``, then ``logger.tracking_uri``, then a SQLite store in
+    ``mlruns_dir``."""
+    uri = os.environ.get("MLFLOW_TRACKING_URI") or configured
+    return str(uri) if uri else f"sqlite:///{Path(mlruns_dir).resolve()}/mlflow.db"
+
+
 def register_resolvers() -> None:
     """Register the ``sl.*`` resolvers used in ``conf/`` (idempotent)."""
     if not OmegaConf.has_resolver("sl.abspath"):
         OmegaConf.register_new_resolver("sl.abspath", lambda p: str(Path(os.path.expanduser(str(p))).resolve()))
     if not OmegaConf.has_resolver("sl.ddp_devices"):
         OmegaConf.register_new_resolver("sl.ddp_devices", _ddp_devices)
+    if not OmegaConf.has_resolver("sl.tracking_uri"):
+        OmegaConf.register_new_resolver("sl.tracking_uri", resolve_tracking_uri)
+    if not OmegaConf.has_resolver("sl.data_id"):
+        OmegaConf.register_new_resolver("sl.data_id", data_fingerprint)
 
 
 register_resolvers()

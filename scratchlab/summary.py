@@ -21,9 +21,9 @@ def print_summary(metrics: Mapping[str, float], run: TrackedRun, checkpoint: str
     shown = [k for k in KEY_METRICS if k in tested] if binary else tested  # multiclass: every class
     for key in shown:
         table.add_row(key, f"{metrics[f'test/{key}']:.4f}")
-    console = Console()
-    console.print(table)
-    console.print(f"MLflow run: {run.run_id} in experiment {run.experiment_name!r}")
-    console.print(f"  view: {run.ui_hint}")
+    Console().print(table)
+    # plain prints: a path or run id is never broken across lines, whatever the terminal width
+    print(f"MLflow run: {run.run_id} in experiment {run.experiment_name!r}")
+    print(f"  view: {run.ui_hint}")
     if checkpoint:
-        console.print(f"  best checkpoint: {checkpoint}")
+        print(f"  best checkpoint: {checkpoint}")

@@ -1,11 +1,15 @@
-"""Around a Hydra multirun: the Optuna study's storage is prepared, its best trial printed and logged."""
+"""Around an Optuna sweep: trials report each epoch for pruning; the study's best trial is printed and
+shown on the sweep's MLflow parent run."""
 from __future__ import annotations
 
 import logging
+import shlex
 from pathlib import Path
 from typing import Any
 
+import pytorch_lightning as pl
 from hydra.experimental.callback import Callback
+from hydra_plugins.scratchlab_optuna_sweeper import current_trial
 from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig, OmegaConf
 
@@ -14,15 +18,47 @@ from scratchlab.tracking import experiment_name, sweep_parent_run, tracking_uri
 log = logging.getLogger(__name__)
 
 
-def best_trial_overrides(results: DictConfig) -> list[str]:
-    """``key=value`` overrides of the best trial in ``optimization_results.yaml``."""
-    return [f"{k}={v}" for k, v in results.best_params.items()]
+class TrialPruning(pl.Callback):
+    """Report ``monitor`` to the Optuna trial after every validation; stop training when the pruner says so.
+
+    Training ends at the end of that epoch (``pruned`` is set); the job then raises ``optuna.TrialPruned``.
+    """
+
+    def __init__(self, trial: Any, monitor: str) -> None:
+        self.trial, self.monitor, self.pruned = trial, monitor, False
+
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        value = trainer.callback_metrics.get(self.monitor)
+        if trainer.sanity_checking or value is None:
+            return
+        self.trial.report(float(value), step=trainer.current_epoch)
+        if self.trial.should_prune():
+            self.pruned = True
+            trainer.should_stop = True
+            log.info(f"pruned at epoch {trainer.current_epoch}: {self.monitor}={float(value):.4f}")
+
+
+def pruning_callback(cfg: DictConfig) -> TrialPruning | None:
+    """The pruning callback of this job when it is an Optuna trial with an ``optimized_metric``."""
+    trial = current_trial()
+    if trial is None or not cfg.get("optimized_metric"):
+        return None
+    return TrialPruning(trial, str(cfg.optimized_metric))
+
+
+def rerun_overrides(task_overrides: list[str], best_params: dict[str, Any]) -> list[str]:
+    """The user's own overrides with the search removed and the best trial's values in place."""
+    keep = [o for o in task_overrides
+            if not o.startswith(("hparams_search=", "hydra.", "+hydra."))
+            and o.split("=", 1)[0].lstrip("+~") not in best_params]
+    return keep + [f"{key}={value}" for key, value in best_params.items()]
 
 
 class SweepSummary(Callback):
-    """Hydra callback: before an Optuna sweep, create the folder of its SQLite study; after it, log
-    ``optimization_results.yaml``, the best value and the best trial's overrides to the sweep's MLflow
-    parent run, and print how to re-run it."""
+    """Hydra callback: before an Optuna sweep, create the folder of its SQLite study; after it, show the
+    study's best trial (over every run of the study, resumed or not) on the sweep's MLflow parent run
+    (tags ``best.<param>``, metric ``best/<metric>``, ``optimization_results.yaml``) and print how to
+    re-run it."""
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         storage = config.hydra.sweeper.get("storage")
@@ -33,18 +69,24 @@ class SweepSummary(Callback):
         results_file = Path(config.hydra.sweep.dir) / "optimization_results.yaml"
         if not results_file.is_file() or "best_params" not in (results := OmegaConf.load(results_file)):
             return
+        best_params = dict(results.best_params)
+        metric = config.get("optimized_metric") or "value"
+        command = ["python", "-m", f"scratchlab.{config.hydra.job.name}",
+                   *rerun_overrides(list(config.hydra.overrides.task), best_params)]
+        print(f"best trial {results.best_trial} of study {results.study_name} ({metric} = {results.best_value:.4f}; "
+              f"{results.n_complete} complete, {results.n_pruned} pruned): "
+              + " ".join(f"{k}={v}" for k, v in best_params.items()))
+        print(f"  re-run it: {shlex.join(command)}")
         context = {"sweep_dir": config.hydra.sweep.dir, "study": config.hydra.sweeper.get("study_name") or ""}
         name = experiment_name(config, context)
         client = MlflowClient(tracking_uri(config))
         experiment = client.get_experiment_by_name(name)
-        overrides = best_trial_overrides(results)
-        print(f"best trial ({config.get('optimized_metric')} = {results.best_value:.4f}): {' '.join(overrides)}")
-        print(f"  re-run it: python -m scratchlab.{config.hydra.job.name} {' '.join(overrides)}")
         if experiment is None:
             return
         parent = sweep_parent_run(client, experiment.experiment_id, name)
         client.log_artifact(parent, str(results_file))
-        client.log_text(parent, "\n".join(overrides) + "\n", "best_trial_overrides.txt")
-        client.log_metric(parent, f"best/{config.get('optimized_metric') or 'value'}", float(results.best_value))
-        for key, value in results.best_params.items():
-            client.log_param(parent, f"best.{key}", value)
+        client.log_text(parent, shlex.join(command) + "\n", "best_trial_command.txt")
+        client.log_metric(parent, f"best/{metric}", float(results.best_value), step=int(results.n_trials))
+        for key, value in {**{f"best.{k}": v for k, v in best_params.items()}, "best.trial": results.best_trial,
+                           "optuna.study": results.study_name, "optuna.n_pruned": results.n_pruned}.items():
+            client.set_tag(parent, key, str(value))

@@ -1,7 +1,8 @@
 """MLflow tracking: one run per training job, created before training and always closed with a status.
 
-Local by default: a SQLite store in ``mlruns/mlflow.db`` with artifacts in ``mlruns/artifacts``.
-A Hydra multirun logs all its jobs into one experiment, named after the sweep folder.
+Where runs go: ``MLFLOW_TRACKING_URI`` when set, else ``logger.tracking_uri``, else a SQLite store in
+``mlruns/mlflow.db`` with artifacts beside it in ``mlruns/artifacts``. A Hydra multirun logs all its jobs
+into one experiment, named after the sweep folder (or the Optuna study).
 """
 from __future__ import annotations
 
@@ -16,8 +17,11 @@ from pathlib import Path
 from typing import Any
 
 import mlflow
+from hydra_plugins.scratchlab_optuna_sweeper.trial_handoff import TRIAL_NUMBER_ENV
 from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig, OmegaConf
+
+from scratchlab.config import resolve_tracking_uri
 
 from scratchlab.models.weights import weights_source
 
@@ -109,20 +113,29 @@ def sweep_parent_run(client: MlflowClient, experiment_id: str, name: str) -> str
 
 
 def tracking_uri(cfg: DictConfig) -> str:
-    """The configured tracking URI; a local SQLite store gets its folder created."""
-    uri = str(cfg.logger.tracking_uri)
+    """The store runs go to: ``MLFLOW_TRACKING_URI``, then ``logger.tracking_uri``, then the SQLite store in
+    ``paths.mlruns_dir``. A local SQLite store gets its folder created."""
+    uri = resolve_tracking_uri(cfg.logger.get("tracking_uri"), cfg.paths.mlruns_dir)
     if uri.startswith("sqlite:///"):
         Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
     return uri
 
 
-def get_or_create_experiment(client: MlflowClient, name: str, artifact_root: str | None) -> str:
+def _default_artifact_root(uri: str) -> Path | None:
+    """Artifacts of a SQLite store live beside its database, where ``mlflow ui`` on that store finds them."""
+    if uri.startswith("sqlite:///"):
+        return Path(uri.removeprefix("sqlite:///")).resolve().parent / "artifacts"
+    return None
+
+
+def get_or_create_experiment(client: MlflowClient, name: str, artifact_root: str | None = None) -> str:
+    """The id of experiment ``name``; a new one stores its artifacts under ``artifact_root`` (default: beside
+    a SQLite store; a server's own artifact store otherwise)."""
     found = client.get_experiment_by_name(name)
     if found is not None:
         return found.experiment_id
-    location = None
-    if artifact_root:
-        location = (Path(artifact_root).resolve() / name).as_uri()
+    root = Path(artifact_root).resolve() if artifact_root else _default_artifact_root(client.tracking_uri)
+    location = (root / name).as_uri() if root is not None else None
     return client.create_experiment(name, artifact_location=location)
 
 
@@ -143,8 +156,7 @@ def mlflow_run(cfg: DictConfig) -> Iterator[TrackedRun]:
         return
     context = _hydra_context()
     name = experiment_name(cfg, context)
-    local = not uri.startswith(("http://", "https://", "databricks"))
-    exp_id = get_or_create_experiment(client, name, cfg.logger.get("artifact_root") if local else None)
+    exp_id = get_or_create_experiment(client, name, cfg.logger.get("artifact_root"))
     tags = {"mlflow.runName": cfg.run_name, "mlflow.source.name": "scratchlab.train", **git_info(),
             "model": cfg.model.name, "data": cfg.data.name, "task": cfg.model.get("task", "classification"),
             "weights_source": weights_source(cfg.model),
@@ -152,6 +164,8 @@ def mlflow_run(cfg: DictConfig) -> Iterator[TrackedRun]:
             **{str(k): str(v) for k, v in (cfg.get("tags") or {}).items()}}
     if "sweep_dir" in context:
         tags["mlflow.parentRunId"] = sweep_parent_run(client, exp_id, name)
+    if os.environ.get(TRIAL_NUMBER_ENV):
+        tags["optuna.trial"] = os.environ[TRIAL_NUMBER_ENV]
     run = client.create_run(exp_id, run_name=cfg.run_name, tags=tags)
     tracked = TrackedRun(client, run.info.run_id, exp_id, name, uri)
     os.environ[RUN_ID_ENV] = tracked.run_id
@@ -159,6 +173,10 @@ def mlflow_run(cfg: DictConfig) -> Iterator[TrackedRun]:
         tracked.log_text(OmegaConf.to_yaml(cfg, resolve=True), "config/config.yaml")
         yield tracked
     except BaseException as err:
+        if is_pruned(err):  # an Optuna trial stopped early: its curve so far is the result
+            tracked.set_tags({"pruned": "true"})
+            client.set_terminated(tracked.run_id, "FINISHED")
+            raise
         status = "KILLED" if isinstance(err, KeyboardInterrupt) else "FAILED"
         try:
             tracked.log_text("".join(traceback.format_exception(err)), "error.txt")
@@ -169,6 +187,13 @@ def mlflow_run(cfg: DictConfig) -> Iterator[TrackedRun]:
         client.set_terminated(tracked.run_id, "FINISHED")
     finally:
         os.environ.pop(RUN_ID_ENV, None)
+
+
+def is_pruned(err: BaseException) -> bool:
+    """Whether ``err`` is Optuna's signal that a trial was pruned."""
+    import optuna
+
+    return isinstance(err, optuna.TrialPruned)
 
 
 def flatten_config(cfg: DictConfig) -> dict[str, Any]:

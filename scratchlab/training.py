@@ -5,6 +5,7 @@ import logging
 from pathlib import Path
 
 import matplotlib.pyplot as plt
+import optuna
 import pytorch_lightning as pl
 from hydra.utils import instantiate
 from omegaconf import DictConfig
@@ -13,7 +14,9 @@ from pytorch_lightning.loggers import MLFlowLogger
 
 from scratchlab.builders import build_datamodule, build_task
 from scratchlab.config import require_complete
+from scratchlab.progress import console_callbacks
 from scratchlab.reports import training_curves_figure
+from scratchlab.sweeps import pruning_callback
 from scratchlab.tracking import TrackedRun, flatten_config, mlflow_run
 
 log = logging.getLogger(__name__)
@@ -51,11 +54,15 @@ def run_training(cfg: DictConfig) -> dict[str, float]:
         logger = MLFlowLogger(experiment_name=run.experiment_name, tracking_uri=run.tracking_uri,
                               run_id=run.run_id, log_model=False)
         logger.log_hyperparams(flatten_config(cfg))
-        callbacks = build_callbacks(cfg)
-        trainer: pl.Trainer = instantiate(cfg.trainer, logger=logger, callbacks=callbacks,
-                                          default_root_dir=str(output_dir))
+        callbacks, progress_bar = console_callbacks(build_callbacks(cfg))
+        pruning = pruning_callback(cfg)
+        trainer: pl.Trainer = instantiate(cfg.trainer, logger=logger, callbacks=callbacks + ([pruning] if pruning else []),
+                                          default_root_dir=str(output_dir), enable_progress_bar=progress_bar)
         if getattr(task, "needs_training", True):
             trainer.fit(task, datamodule=datamodule)
+        if pruning is not None and pruning.pruned:
+            _log_training_curves(run)
+            raise optuna.TrialPruned(f"pruned after epoch {trainer.current_epoch}")
         checkpoint = next((c for c in callbacks if isinstance(c, ModelCheckpoint)), None)
         best = checkpoint.best_model_path if checkpoint is not None and checkpoint.best_model_path else None
         if cfg.get("optimized_metric") and best:  # sweeps compare models at their best checkpoint

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 os.environ.setdefault("MLFLOW_ENABLE_ASYNC_LOGGING", "false")
+os.environ.pop("MLFLOW_TRACKING_URI", None)  # tests write to their own stores, never to the user's server
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 
 

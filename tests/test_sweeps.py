@@ -1,44 +1,144 @@
-"""Optuna through Hydra's sweeper: trials are child runs of one MLflow parent, and a study resumes."""
+"""Optuna through Hydra's sweeper plugin: trials are child runs of one MLflow parent, studies resume and
+are named after search, model and data, hopeless trials are pruned, every sampler is available."""
 from __future__ import annotations
 
 from pathlib import Path
 
 import mlflow
 import optuna
+import pytest
+from hydra import compose as hydra_compose
+from hydra import initialize_config_dir
+from hydra.core.override_parser.overrides_parser import OverridesParser
 from mlflow.tracking import MlflowClient
+from omegaconf import OmegaConf
 
-from scratchlab.config import compose
-from tests.conftest import run_cli, tiny_overrides
+from hydra_plugins.scratchlab_optuna_sweeper.search_space import distribution, grid_values
+from scratchlab.config import CONFIG_DIR, compose
+from tests.conftest import run_cli, tiny_overrides, write_tiny_folder_dataset
 
 
-def _sweep(tmp_path: Path, data: Path, trials: int):
+def _sweep(tmp_path: Path, data: Path, *extra: str):
     overrides = [o for o in tiny_overrides(tmp_path, data) if not o.startswith("hydra.run")]
-    return run_cli("scratchlab.train", ["hparams_search=lr_wd", f"hydra.sweeper.n_trials={trials}", "name=sweeptest",
-                                        "trainer.max_epochs=1", *overrides], cwd=tmp_path, timeout=600)
+    return run_cli("scratchlab.train", ["hparams_search=lr_wd", "trainer.max_epochs=1", *overrides, *extra],
+                   cwd=tmp_path, timeout=600)
+
+
+def _study_runs(tmp_path: Path, prefix: str):
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path}/mlruns/mlflow.db")
+    names = [e.name for e in MlflowClient().search_experiments() if e.name.startswith(prefix)]
+    assert len(names) == 1, names
+    return names[0], mlflow.search_runs(experiment_names=names)
 
 
 def test_optuna_sweep_has_parent_with_child_trials_and_resumes(tmp_path: Path, tiny_dataset: Path) -> None:
-    first = _sweep(tmp_path, tiny_dataset, 3)
+    first = _sweep(tmp_path, tiny_dataset, "hydra.sweeper.n_trials=3")
     assert first.returncode == 0, first.stderr[-2000:]
-    assert "best trial (val/f1_bad = " in first.stdout and "optimizer.lr=" in first.stdout
-    mlflow.set_tracking_uri(f"sqlite:///{tmp_path}/mlruns/mlflow.db")
-    runs = mlflow.search_runs(experiment_names=["sweeptest-lr_wd"])
+    assert "best trial " in first.stdout and "optimizer.lr=" in first.stdout
+    hint = next(line for line in first.stdout.splitlines() if "re-run it:" in line)
+    assert "trainer.max_epochs=1" in hint and f"data.root={tiny_dataset}" in hint, "the user's overrides are kept"
+    assert "hparams_search" not in hint and "optimizer.weight_decay=" in hint
+    study, runs = _study_runs(tmp_path, "lr_wd-cnn-folder-")
     parents = runs[runs["tags.scratchlab.role"] == "sweep"]
     children = runs[runs["tags.scratchlab.role"] != "sweep"]
     assert len(parents) == 1 and len(children) == 3
     parent_id = parents.run_id.iloc[0]
     assert set(children["tags.mlflow.parentRunId"]) == {parent_id}
     assert children["params.optimizer.lr"].nunique() == 3, "each trial tries its own learning rate"
-    parent = MlflowClient().get_run(parent_id)
-    assert "best.optimizer.lr" in parent.data.params and "best/val/f1_bad" in parent.data.metrics
+    assert sorted(children["tags.optuna.trial"]) == ["0", "1", "2"]
     storage = f"sqlite:///{tmp_path}/logs/optuna.db"
-    assert len(optuna.load_study(study_name="sweeptest-lr_wd", storage=storage).trials) == 3
+    assert len(optuna.load_study(study_name=study, storage=storage).trials) == 3
 
-    second = _sweep(tmp_path, tiny_dataset, 1)  # the same command again continues the stored study
+    second = _sweep(tmp_path, tiny_dataset, "hydra.sweeper.n_trials=1")  # the same command continues the study
     assert second.returncode == 0, second.stderr[-2000:]
-    assert len(optuna.load_study(study_name="sweeptest-lr_wd", storage=storage).trials) == 4
-    runs = mlflow.search_runs(experiment_names=["sweeptest-lr_wd"])
+    loaded = optuna.load_study(study_name=study, storage=storage)
+    assert len(loaded.trials) == 4
+    _, runs = _study_runs(tmp_path, "lr_wd-cnn-folder-")
     assert (runs["tags.mlflow.parentRunId"] == parent_id).sum() == 4
+    parent = MlflowClient().get_run(parent_id)
+    best = loaded.best_trial
+    assert parent.data.tags["best.trial"] == str(best.number), "the parent shows the best of the whole study"
+    assert float(parent.data.tags["best.optimizer.lr"]) == pytest.approx(best.params["optimizer.lr"])
+    assert parent.data.metrics["best/val/f1_bad"] == pytest.approx(best.value)
+
+
+def test_hopeless_trials_are_pruned_and_keep_their_curve(tmp_path: Path, tiny_dataset: Path) -> None:
+    # a threshold no F1 reaches: every trial is pruned at its first report
+    result = _sweep(tmp_path, tiny_dataset, "hydra.sweeper.n_trials=2", "trainer.max_epochs=3",
+                    "hydra/sweeper/pruner=none", "hydra.sweeper.pruner._target_=optuna.pruners.ThresholdPruner",
+                    "+hydra.sweeper.pruner.lower=2.0")
+    assert result.returncode == 0, result.stderr[-2000:]
+    study, runs = _study_runs(tmp_path, "lr_wd-cnn-folder-")
+    trials = optuna.load_study(study_name=study, storage=f"sqlite:///{tmp_path}/logs/optuna.db").trials
+    assert [t.state for t in trials] == [optuna.trial.TrialState.PRUNED] * 2
+    children = runs[runs["tags.scratchlab.role"] != "sweep"]
+    assert len(children) == 2 and set(children["tags.pruned"]) == {"true"} and set(children["status"]) == {"FINISHED"}
+    client = MlflowClient()
+    for run_id in children.run_id:
+        history = client.get_metric_history(run_id, "val/f1_bad")
+        assert len(history) == 1, "stopped after the first of three epochs, with that epoch's metrics"
+        assert "test/acc" not in client.get_run(run_id).data.metrics
+
+
+def test_grid_sampler_walks_the_grid(tmp_path: Path, tiny_dataset: Path) -> None:
+    result = _sweep(tmp_path, tiny_dataset, "hydra.sweeper.n_trials=2", "hydra/sweeper/sampler=grid",
+                    "hydra/sweeper/pruner=none", "hydra.sweeper.params=null",
+                    "optimizer.lr=0.001,0.01")  # a sweep on the command line joins the search space
+    assert result.returncode == 0, result.stderr[-2000:]
+    _, runs = _study_runs(tmp_path, "lr_wd-cnn-folder-")
+    tried = sorted(float(v) for v in runs["params.optimizer.lr"].dropna())
+    assert tried == [0.001, 0.01]
+
+
+def _study_name(root: Path, *overrides: str) -> str:
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        cfg = hydra_compose("train", overrides=[f"paths.root_dir={root}", "hparams_search=lr_wd", *overrides],
+                            return_hydra_config=True)
+    return str(cfg.hydra.sweeper.study_name)
+
+
+def test_study_name_tells_search_model_and_data_apart(tmp_path: Path) -> None:
+    one = write_tiny_folder_dataset(tmp_path / "one", n_good=2, n_bad=2)
+    two = write_tiny_folder_dataset(tmp_path / "two", n_good=2, n_bad=2)
+    base = _study_name(tmp_path, "data=folder", f"data.root={one}")
+    assert base.startswith("lr_wd-cnn-folder-")
+    assert _study_name(tmp_path, "data=folder", f"data.root={one}", "data.num_workers=3") == base
+    assert _study_name(tmp_path, "data=folder", f"data.root={two}") != base, "other data, other study"
+    assert _study_name(tmp_path, "data=folder", f"data.root={one}", "model=mobilenetv2").startswith("lr_wd-mobilenetv2_100-folder-")
+
+
+@pytest.mark.parametrize(("line", "kind", "low", "high", "log"), [
+    ("x=interval(0.1, 0.5)", optuna.distributions.FloatDistribution, 0.1, 0.5, False),
+    ("x=tag(log, interval(1e-5, 1e-2))", optuna.distributions.FloatDistribution, 1e-5, 1e-2, True),
+    ("x=int(interval(1, 400))", optuna.distributions.IntDistribution, 1, 400, False),
+    ("x=range(2, 10, 2)", optuna.distributions.IntDistribution, 2, 8, False),  # stop excluded, as in Hydra
+])
+def test_search_space_strings_become_distributions(line, kind, low, high, log) -> None:
+    dist = distribution(OverridesParser.create().parse_overrides([line])[0])
+    assert isinstance(dist, kind) and (dist.low, dist.high, dist.log) == (low, high, log)
+
+
+def test_choices_are_categorical_and_intervals_have_no_grid() -> None:
+    parser = OverridesParser.create()
+    choice = parser.parse_overrides(["model=cnn,mobilenetv2"])[0]
+    assert distribution(choice).choices == ("cnn", "mobilenetv2")
+    assert grid_values(parser.parse_overrides(["x=range(0, 3)"])[0]) == [0, 1, 2]
+    with pytest.raises(ValueError, match="grid sampler"):
+        grid_values(parser.parse_overrides(["x=interval(0, 1)"])[0])
+
+
+@pytest.mark.parametrize("sampler", ["tpe", "random", "grid", "cmaes"])
+def test_every_sampler_and_pruner_config_builds(tmp_path: Path, sampler: str) -> None:
+    from hydra.utils import instantiate
+
+    from hydra_plugins.scratchlab_optuna_sweeper.config import PRUNERS, SAMPLERS
+
+    node = dict(SAMPLERS[sampler])
+    if sampler == "grid":
+        node["search_space"] = {"x": [1, 2]}
+    assert isinstance(instantiate(node), optuna.samplers.BaseSampler)
+    for pruner in PRUNERS.values():
+        assert isinstance(instantiate(pruner), optuna.pruners.BasePruner)
 
 
 def test_search_configs_compose(tmp_path: Path) -> None:
@@ -48,3 +148,4 @@ def test_search_configs_compose(tmp_path: Path) -> None:
     cfg = compose("evaluate", [f"paths.root_dir={tmp_path}", f"hydra.run.dir={tmp_path}/r", "run_id=abc",
                                "hparams_search=eval_threshold"])
     assert cfg.split == "val" and cfg.optimized_metric == "val/f1_bad", "thresholds are tuned on validation"
+    assert OmegaConf.is_config(cfg)
