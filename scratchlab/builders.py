@@ -2,24 +2,36 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, NamedTuple
 
-import pytorch_lightning as pl
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from scratchlab.checkpoints import Checkpoint, ModelSpec, read_checkpoint
 from scratchlab.data.datamodule import ScratchDataModule
 from scratchlab.data.transforms import Preprocess
 from scratchlab.errors import ConfigError
 from scratchlab.models import build_model
-from scratchlab.tasks.classification import ClassificationTask
+from scratchlab.postprocess import DecisionParams
+from scratchlab.tasks import BaseTask, ClassificationTask, SegmentationTask, task_class
 from scratchlab.tasks.instance import InstanceSegmentationTask
-from scratchlab.tasks.segmentation import SegmentationTask
+from scratchlab.tasks.two_stage import TwoStageTask
 
 
 def preprocess_from_config(cfg: DictConfig) -> Preprocess:
     size = cfg.model.get("image_size")
     return Preprocess(image_size=None if size is None else int(size), resize=cfg.data.resize)
+
+
+def model_task(cfg: DictConfig) -> str:
+    """``model.task``; a model config without one is a config error, not a shape error later."""
+    name = cfg.model.get("task") if cfg.get("model") is not None else None
+    if not name:
+        raise ConfigError("the model config has no task: add task: classification | segmentation | instance | "
+                          "two_stage to it (or pick a base: defaults: [timm] / [smp])")
+    task_class(str(name))
+    return str(name)
 
 
 def build_datamodule(cfg: DictConfig) -> ScratchDataModule:
@@ -33,20 +45,6 @@ def build_datamodule(cfg: DictConfig) -> ScratchDataModule:
         synthetic_dir=d.get("synthetic_dir"))
 
 
-def build_task(cfg: DictConfig, class_names: list[str], class_counts: list[int] | None = None,
-               pixel_counts: tuple[int, int] | None = None) -> pl.LightningModule:
-    """The LightningModule for ``cfg.model.task``; the training split's ``class_counts`` (classifiers) or
-    (background, scratch) ``pixel_counts`` (segmenters) resolve "auto" loss weights."""
-    task = cfg.model.get("task", "classification")
-    if task not in TASK_BUILDERS:
-        raise ConfigError(f"model.task={task!r} is not one of {', '.join(TASK_BUILDERS)}")
-    loss = instantiate(cfg.loss)
-    scheduler = instantiate(cfg.scheduler) if cfg.get("scheduler") else None
-    common = {"loss": loss, "optimizer": instantiate(cfg.optimizer), "scheduler": scheduler,
-              "config": OmegaConf.to_container(cfg, resolve=True)}
-    return TASK_BUILDERS[task](cfg, class_names, TrainCounts(class_counts, pixel_counts), common)
-
-
 class TrainCounts(NamedTuple):
     """What the training split holds, for "auto" loss weights: images per class, (background, scratch) pixels."""
 
@@ -54,65 +52,90 @@ class TrainCounts(NamedTuple):
     pixels: tuple[int, int] | None = None
 
 
-def _classification(cfg: DictConfig, class_names: list[str], counts: TrainCounts,
-                    common: dict[str, Any]) -> pl.LightningModule:
-    loss = common["loss"]
+def build_task(cfg: DictConfig, class_names: list[str], class_counts: list[int] | None = None,
+               pixel_counts: tuple[int, int] | None = None) -> BaseTask:
+    """The LightningModule for ``cfg.model.task``; the training split's ``class_counts`` (classifiers) or
+    (background, scratch) ``pixel_counts`` (segmenters) resolve "auto" loss weights."""
+    task = model_task(cfg)
+    decision = DecisionParams.from_config(OmegaConf.to_container(cfg.decision, resolve=True))
+    spec = ModelSpec(task=task, class_names=tuple(class_names), preprocess=preprocess_from_config(cfg),
+                     decision=decision)
+    common = {"optimizer": instantiate(cfg.optimizer),
+              "scheduler": instantiate(cfg.scheduler) if cfg.get("scheduler") else None,
+              "config": OmegaConf.to_container(cfg, resolve=True)}
+    return TASK_BUILDERS[task](cfg, spec, TrainCounts(class_counts, pixel_counts), common)
+
+
+def _classification(cfg: DictConfig, spec: ModelSpec, counts: TrainCounts, common: dict[str, Any]) -> BaseTask:
+    loss = instantiate(cfg.loss)
     if not hasattr(loss, "num_outputs"):
         raise ConfigError(f"loss={cfg.loss._target_.rsplit('.', 1)[-1]} is a segmentation loss; "
                           f"classification models take loss=bce or loss=ce")
     if counts.classes is not None:
         loss.fit_class_counts(counts.classes)
-    net = build_model(cfg.model, num_outputs=loss.num_outputs(len(class_names)))
-    return ClassificationTask(net=net, class_names=class_names, threshold=cfg.decision.threshold,
-                              class_counts=counts.classes, **common)
+    net = build_model(cfg.model, num_outputs=loss.num_outputs(len(spec.class_names)))
+    return ClassificationTask(net=net, loss=loss, spec=spec, class_counts=counts.classes, **common)
 
 
-def _segmentation(cfg: DictConfig, class_names: list[str], counts: TrainCounts,
-                  common: dict[str, Any]) -> pl.LightningModule:
-    if len(class_names) != 2:
-        raise ConfigError(f"segmentation needs a binary data set (good/bad with masks), got {len(class_names)} classes")
-    loss = common["loss"]
+def _binary(spec: ModelSpec, what: str) -> None:
+    if len(spec.class_names) != 2:
+        raise ConfigError(f"{what} needs a binary data set (good/bad with masks), got {len(spec.class_names)} classes")
+
+
+def _segmentation(cfg: DictConfig, spec: ModelSpec, counts: TrainCounts, common: dict[str, Any]) -> BaseTask:
+    _binary(spec, "segmentation")
+    loss = instantiate(cfg.loss)
     if getattr(loss, "pos_weight_spec", None) == "auto" and counts.pixels is not None:
         loss.fit_pixel_counts(*counts.pixels)
-    net = build_model(cfg.model, num_outputs=1)
-    decision = OmegaConf.to_container(cfg.decision, resolve=True)
-    return SegmentationTask(net=net, decision=decision, pad_mode=preprocess_from_config(cfg).resize == "pad",
-                            class_names=class_names, **common)
+    return SegmentationTask(net=build_model(cfg.model, num_outputs=1), loss=loss, spec=spec, **common)
 
 
-def _instance(cfg: DictConfig, class_names: list[str], counts: TrainCounts,
-              common: dict[str, Any]) -> pl.LightningModule:
-    if len(class_names) != 2:
-        raise ConfigError(f"Mask R-CNN needs a binary data set (good/bad with masks), got {len(class_names)} classes")
-    if preprocess_from_config(cfg).resize != "pad":
+def _instance(cfg: DictConfig, spec: ModelSpec, counts: TrainCounts, common: dict[str, Any]) -> BaseTask:
+    _binary(spec, "Mask R-CNN")
+    if spec.preprocess.resize != "pad":
         raise ConfigError("model=maskrcnn takes images at their own size: keep data.resize=pad")
-    net = build_model(cfg.model, num_outputs=2)
-    decision = OmegaConf.to_container(cfg.decision, resolve=True)
-    return InstanceSegmentationTask(net=net, decision=decision, score_threshold=cfg.model.score_threshold,
-                                    min_instance_area=cfg.model.min_instance_area, class_names=class_names,
-                                    **{**common, "loss": None})
+    spec = ModelSpec(**{**spec.__dict__, "options": {"score_threshold": float(cfg.model.score_threshold)}})
+    return InstanceSegmentationTask(net=build_model(cfg.model, num_outputs=2), loss=None, spec=spec,
+                                    min_instance_area=cfg.model.min_instance_area, **common)
 
 
-def _two_stage(cfg: DictConfig, class_names: list[str], counts: TrainCounts,
-               common: dict[str, Any]) -> pl.LightningModule:
-    from scratchlab.checkpoints import load_task
-    from scratchlab.tasks.two_stage import TwoStageTask
-
+def _two_stage(cfg: DictConfig, spec: ModelSpec, counts: TrainCounts, common: dict[str, Any]) -> BaseTask:
     classifier, segmenter = load_task(cfg.model.classifier_ckpt), load_task(cfg.model.segmenter_ckpt)
-    if not isinstance(classifier, ClassificationTask) or not isinstance(segmenter, SegmentationTask):
-        raise ConfigError("model.classifier_ckpt must be a classification checkpoint and model.segmenter_ckpt "
-                          "a segmentation one")
-    wanted = preprocess_from_config(OmegaConf.create(segmenter.hparams.config))
-    if preprocess_from_config(cfg) != wanted:
+    return assemble_two_stage(classifier, segmenter, spec.decision, cfg.model.get("gate_threshold"),
+                              preprocess=spec.preprocess, config=common["config"])
+
+
+def assemble_two_stage(classifier: BaseTask, segmenter: BaseTask, decision: DecisionParams | None = None,
+                       gate_threshold: float | None = None, preprocess: Preprocess | None = None,
+                       config: dict[str, Any] | None = None) -> TwoStageTask:
+    """A classifier gating a segmenter; ``decision`` defaults to the segmenter's, ``gate_threshold`` to the
+    classifier's threshold, and ``preprocess`` (the run's) must be the segmenter's."""
+    if not isinstance(classifier, ClassificationTask) or type(segmenter) is not SegmentationTask:
+        raise ConfigError("two-stage takes a classification checkpoint (model.classifier_ckpt) and a segmentation "
+                          "one (model.segmenter_ckpt)")
+    wanted = segmenter.preprocess
+    if preprocess is not None and preprocess != wanted:
         raise ConfigError(f"the segmenter was trained on images prepared with image_size={wanted.image_size}, "
                           f"resize={wanted.resize}: set model.image_size={wanted.image_size} data.resize={wanted.resize}")
-    return TwoStageTask(classifier, segmenter, decision=OmegaConf.to_container(cfg.decision, resolve=True),
-                        gate_threshold=cfg.model.get("gate_threshold"), config=common["config"])
+    gate = classifier.decision.threshold if gate_threshold is None else float(gate_threshold)
+    spec = ModelSpec(task=TwoStageTask.name, class_names=segmenter.spec.class_names, preprocess=wanted,
+                     decision=decision or segmenter.decision, options={"gate_threshold": gate})
+    return TwoStageTask(classifier, segmenter, spec, config=config).eval()
 
 
-TASK_BUILDERS: dict[str, Callable[..., pl.LightningModule]] = {
+TASK_BUILDERS: dict[str, Callable[..., BaseTask]] = {
     "classification": _classification,
     "segmentation": _segmentation,
     "instance": _instance,
     "two_stage": _two_stage,
 }
+
+
+def load_task(checkpoint: str | Path | Checkpoint) -> BaseTask:
+    """The trained LightningModule of a checkpoint (a path or a read ``Checkpoint``), in eval mode on the CPU."""
+    ckpt = checkpoint if isinstance(checkpoint, Checkpoint) else read_checkpoint(checkpoint)
+    cfg = OmegaConf.create(ckpt.config)
+    task = build_task(cfg, list(ckpt.spec.class_names), ckpt.class_counts)
+    task.spec = ckpt.spec
+    task.load_state_dict(ckpt.state_dict)
+    return task.eval()

@@ -1,35 +1,153 @@
-"""Checkpoints carry their run's resolved config, so any task can be rebuilt from the file alone."""
+"""The one module that reads and writes scratchlab checkpoints.
+
+A checkpoint is Lightning's file with one plain-data block added, ``checkpoint["scratchlab"]``: the
+format version, the model's ``ModelSpec`` (task, class names, ``Preprocess``, ``DecisionParams`` and
+task options such as Mask R-CNN's score threshold) and the operating point that
+``scratchlab.evaluate choose=...`` may store later. The run config and the training split's class counts
+stay in Lightning's ``hyper_parameters``.
+
+Files are loaded with ``torch.load(weights_only=True)``: tensors and plain data (dicts, lists, strings,
+numbers) only. A file that holds anything else is refused before any of its objects is built, so a
+checkpoint from a stranger is data, never code.
+"""
 from __future__ import annotations
 
+import datetime as _dt
+import os
+import pickle
+import re
+import tempfile
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
-import pytorch_lightning as pl
 import torch
-from omegaconf import DictConfig, OmegaConf
 
+from scratchlab.data.transforms import Preprocess
 from scratchlab.errors import ConfigError
+from scratchlab.postprocess import DecisionParams, resolve_decision
+
+FORMAT = 2
+KEY = "scratchlab"
+NOTE_KEYS = ("original", "previous", "written_at")
 
 
-def read_checkpoint(path: str | Path) -> dict:
+@dataclass(frozen=True)
+class ModelSpec:
+    """Everything besides the weights that decides how a model judges an image; stored once per checkpoint
+    and copied into exported files."""
+
+    task: str
+    class_names: tuple[str, ...]
+    preprocess: Preprocess
+    decision: DecisionParams
+    options: Mapping[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"task": self.task, "class_names": list(self.class_names), "preprocess": self.preprocess.to_dict(),
+                "decision": asdict(self.decision), "options": dict(self.options)}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> ModelSpec:
+        return cls(task=str(d["task"]), class_names=tuple(d["class_names"]),
+                   preprocess=Preprocess.from_dict(d["preprocess"]), decision=DecisionParams.from_config(d["decision"]),
+                   options=dict(d.get("options") or {}))
+
+    def with_decision(self, decision: DecisionParams) -> ModelSpec:
+        return replace(self, decision=decision)
+
+
+@dataclass
+class Checkpoint:
+    """A scratchlab checkpoint as read from ``path``."""
+
+    path: Path
+    spec: ModelSpec
+    config: dict[str, Any]
+    state_dict: dict[str, Any]
+    operating_point: dict[str, Any] | None = None
+    class_counts: list[int] | None = None
+
+    @property
+    def task(self) -> str:
+        return self.spec.task
+
+    def decision(self, overrides: Mapping[str, Any] | None = None, use_operating_point: bool = True) -> DecisionParams:
+        """The rule to apply: run config < stored operating point < ``overrides``."""
+        point = self.operating_point if use_operating_point else None
+        return resolve_decision(asdict(self.spec.decision), point, overrides)
+
+
+def checkpoint_block(spec: ModelSpec) -> dict[str, Any]:
+    """What a task adds to the checkpoint it saves (``on_save_checkpoint``)."""
+    return {"format": FORMAT, "spec": spec.to_dict(), "operating_point": None}
+
+
+def _refusal(path: Path, err: Exception) -> ConfigError:
+    found = re.search(r"Unsupported global: GLOBAL (\S+)", str(err))
+    what = f"the Python object {found.group(1)}" if found else "Python objects that are not plain data"
+    return ConfigError(f"checkpoint {path} was refused: it holds {what}, which could run code when loaded; "
+                       "a scratchlab checkpoint holds only tensors and plain data, so use one written by scratchlab.train")
+
+
+def load_file(path: str | Path) -> dict[str, Any]:
+    """The raw checkpoint dict, read with ``weights_only=True``; every failure is one ``ConfigError`` line."""
     path = Path(path).expanduser()
     if not path.is_file():
         raise ConfigError(f"checkpoint {path} does not exist; pass the path of a scratchlab .ckpt file")
     try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=False)
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        raise _refusal(path, err) from None
     except Exception as err:  # noqa: BLE001 - any unreadable file is the same user error
-        raise ConfigError(f"checkpoint {path} cannot be read ({err.__class__.__name__}); is it a .ckpt file?") from err
-    if "config" not in ckpt.get("hyper_parameters", {}):
+        raise ConfigError(f"checkpoint {path} cannot be read ({err.__class__.__name__}); is it a .ckpt file?") from None
+    if not isinstance(ckpt, dict) or "config" not in (ckpt.get("hyper_parameters") or {}):
         raise ConfigError(f"checkpoint {path} was not written by scratchlab.train (no config inside)")
+    block = ckpt.get(KEY)
+    if not isinstance(block, dict) or block.get("format") != FORMAT:
+        found = block.get("format") if isinstance(block, dict) else 1
+        raise ConfigError(f"checkpoint {path} is in scratchlab checkpoint format {found}; this version reads "
+                          f"format {FORMAT} only: train the model again with python -m scratchlab.train")
     return ckpt
 
 
-def load_task(path: str | Path) -> pl.LightningModule:
-    """The trained LightningModule of a checkpoint, in eval mode on the CPU."""
-    from scratchlab.builders import build_task
-
-    ckpt = read_checkpoint(path)
+def read_checkpoint(path: str | Path) -> Checkpoint:
+    """The checkpoint at ``path`` with its spec, config, weights and operating point."""
+    path = Path(path).expanduser().resolve()
+    ckpt = load_file(path)
     hp = ckpt["hyper_parameters"]
-    cfg: DictConfig = OmegaConf.create(hp["config"])
-    task = build_task(cfg, hp.get("class_names") or ["good", "bad"], hp.get("class_counts"))
-    task.load_state_dict(ckpt["state_dict"])
-    return task.eval()
+    block = ckpt[KEY]
+    try:
+        spec = ModelSpec.from_dict(block["spec"])
+    except (KeyError, TypeError) as err:
+        raise ConfigError(f"checkpoint {path} has an incomplete scratchlab block ({err}); train the model again") from None
+    point = block.get("operating_point")
+    return Checkpoint(path=path, spec=spec, config=dict(hp["config"]), state_dict=ckpt["state_dict"],
+                      operating_point=dict(point) if isinstance(point, Mapping) else None,
+                      class_counts=hp.get("class_counts"))
+
+
+def write_operating_point(path: str | Path, values: Mapping[str, Any]) -> dict[str, Any]:
+    """Store decision ``values`` as the checkpoint's operating point, rewriting the file atomically
+    (temporary file in the same folder + rename). The stored mapping also notes the run config's rule
+    (``original``) and the operating point it replaces (``previous``)."""
+    path = Path(path).expanduser()
+    ckpt = load_file(path)
+    block = ckpt[KEY]
+    previous = block.get("operating_point")
+    point = {**values, "original": dict(block["spec"]["decision"]),
+             "previous": {k: v for k, v in previous.items() if k not in NOTE_KEYS} if previous else None,
+             "written_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
+    block["operating_point"] = point
+    mode = path.stat().st_mode & 0o777
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}-", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(ckpt, f)
+        os.chmod(tmp, mode)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return point

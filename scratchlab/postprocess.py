@@ -1,7 +1,8 @@
 """One decision rule for every stage: model output -> scratch components -> good/bad.
 
 Training, evaluation, prediction and exported models all call this module, so an image is judged
-the same way everywhere. Segmentation probabilities are thresholded into a mask, specks are removed,
+the same way everywhere. Areas are counted in pixels of the image the map is given at; the tasks
+always hand over maps at the ORIGINAL image size, so ``min_area`` means original-image pixels. Segmentation probabilities are thresholded into a mask, specks are removed,
 the remaining 8-connected components become boxes, and the image is bad when the scratch area
 (summed, or of the largest component) reaches a pixel count or a share of the image area.
 Only numpy and OpenCV are needed at run time; the torch helpers use tensor methods alone.
@@ -10,7 +11,7 @@ from __future__ import annotations
 
 import numbers
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 from typing import TYPE_CHECKING, Any
 
 import cv2
@@ -130,6 +131,70 @@ class MaskDecision:
                 "scratch_area_ratio": self.scratch_area_ratio, "area_threshold": self.area_threshold,
                 "image_size": [int(self.mask.shape[0]), int(self.mask.shape[1])],
                 "params": asdict(self.params), "components": [c.to_json() for c in self.components]}
+
+
+def given_overrides(block: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The decision values a command was given: the non-null ``DecisionParams`` fields of its ``decision``
+    block (``conf/decision/keep.yaml`` is all null), other keys (``target_recall``) left out."""
+    names = {f.name for f in fields(DecisionParams)}
+    return {k: v for k, v in (block or {}).items() if k in names and v is not None}
+
+
+def resolve_decision(run_decision: Mapping[str, Any] | None, operating_point: Mapping[str, Any] | None = None,
+                     overrides: Mapping[str, Any] | None = None) -> DecisionParams:
+    """The one precedence of every command: the run config's rule < the operating point stored with the
+    model < explicit overrides (``None`` values keep what is below). Unknown override keys are errors."""
+    names = {f.name for f in fields(DecisionParams)}
+    unknown = sorted(set(overrides or {}) - names)
+    if unknown:
+        raise ConfigError(f"decision.{unknown[0]} is not a decision setting; use one of {', '.join(sorted(names))}")
+    merged = {k: v for k, v in (run_decision or {}).items() if k in names}
+    merged.update({k: v for k, v in (operating_point or {}).items() if k in names})
+    merged.update({k: v for k, v in (overrides or {}).items() if v is not None})
+    return DecisionParams.from_config(merged)
+
+
+@dataclass
+class Verdict:
+    """The judgement of one image by any model.
+
+    ``score`` is P(bad) for good/bad classifiers (``score_name="p_bad"``), the top class probability for
+    N-class ones (``"p_label"``) and the maximum scratch probability at the original size for models
+    that give a probability map (``"max_probability"``); ``probability`` is that (H, W) map and
+    ``details`` the components and areas (original-image pixels) the decision was taken on.
+    """
+
+    is_bad: bool
+    score: float
+    score_name: str
+    probability: np.ndarray | None = field(default=None, repr=False)
+    details: MaskDecision | None = field(default=None, repr=False)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def scratch_area(self) -> int:
+        return self.details.scratch_area if self.details is not None else 0
+
+
+def verdict_from_class_probs(probs: np.ndarray, params: DecisionParams, class_names: list[str]) -> Verdict:
+    """Classifier rule on one image's class probabilities: binary models P(bad) >= ``threshold``; N classes
+    the most probable one, bad unless it is called "good"."""
+    probs = np.asarray(probs, np.float64).reshape(-1)
+    names = class_names if len(class_names) == len(probs) else [str(i) for i in range(len(probs))]
+    extra: dict[str, Any] = {"class_probs": {n: float(p) for n, p in zip(names, probs)}}
+    if len(probs) == 2:
+        return Verdict(bool(decide_from_score(float(probs[1]), params)), float(probs[1]), "p_bad", extra=extra)
+    top = int(probs.argmax())
+    extra["label"] = names[top]
+    return Verdict(names[top].lower() != "good", float(probs[top]), "p_label", extra=extra)
+
+
+def verdict_from_probability(prob: np.ndarray, params: DecisionParams, extra: dict[str, Any] | None = None) -> Verdict:
+    """Area rule on one (H, W) scratch-probability map at the original image size."""
+    decision = decide_from_probability(prob, params)
+    prob = np.asarray(prob, np.float32)
+    return Verdict(decision.is_bad, float(prob.max()), "max_probability", probability=prob, details=decision,
+                   extra=dict(extra or {}))
 
 
 def _check_image_array(array: np.ndarray, what: str) -> None:

@@ -15,14 +15,14 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import cv2
-import hydra
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
-from scratchlab.cli import exit_with, report_skipped
-from scratchlab.config import CONFIG_DIR, register_resolvers, require_complete
+from scratchlab.cli import exit_with, hydra_main, report_skipped
+from scratchlab.config import register_resolvers, require_complete
 from scratchlab.data.io import IMAGE_EXTENSIONS, list_images
 from scratchlab.errors import ConfigError, DataError
+from scratchlab.postprocess import given_overrides
 
 register_resolvers()
 PREDICTIONS_FILE = "predictions.jsonl"
@@ -89,8 +89,7 @@ def run_predict(cfg: DictConfig) -> int:
     output = Path(str(cfg.output)).expanduser()
     if output.exists() and not output.is_dir():
         raise ConfigError(f"output={cfg.output} is a file; give a folder")
-    overrides = {k: v for k, v in OmegaConf.to_container(cfg.get("decision") or {}, resolve=True).items()
-                 if v is not None}
+    overrides = given_overrides(OmegaConf.to_container(cfg.decision, resolve=True))
     from tqdm import tqdm  # the heavy imports (torch) only once the arguments are known to be usable
 
     from scratchlab.inference import Predictor
@@ -132,7 +131,7 @@ def run_predict(cfg: DictConfig) -> int:
     return report_skipped(skipped)
 
 
-@hydra.main(config_path=str(CONFIG_DIR), config_name="predict", version_base="1.3")
+@hydra_main("predict")
 def main(cfg: DictConfig) -> None:
     exit_with(run_predict, cfg)
 

@@ -15,7 +15,8 @@ from scratchlab.errors import DataError
 
 class ImageDataset(Dataset):
     """Items are dicts: ``image`` (3,H,W float), ``label`` (int), ``mask`` (H,W float 0/1), ``path``,
-    ``size``: the height and width the image takes in the input before padding (``resize=pad``), else as read."""
+    ``size``: the height and width the image takes in the input before padding (``resize=pad``), else as read;
+    ``original_size``: the height and width of the image file."""
 
     def __init__(self, samples: list[Sample], transform: A.Compose, mask_threshold: int = 128,
                  preprocess: Preprocess | None = None) -> None:
@@ -39,7 +40,8 @@ class ImageDataset(Dataset):
             mask = np.zeros(image.shape[:2], np.uint8)
         out = self.transform(image=image, mask=mask)
         return {"image": out["image"], "label": s.label, "mask": torch.as_tensor(out["mask"]).float(),
-                "path": str(s.image), "size": torch.tensor(self._content_size(*image.shape[:2]))}
+                "path": str(s.image), "size": torch.tensor(self._content_size(*image.shape[:2])),
+                "original_size": torch.tensor(image.shape[:2])}
 
     def _content_size(self, height: int, width: int) -> tuple[int, int]:
         """Height and width of the image inside the (padded) network input."""
@@ -68,6 +70,7 @@ def pad_collate(items: list[dict], fill: tuple[float, ...] = (0.0, 0.0, 0.0)) ->
             "mask": torch.stack([pad_mask(it["mask"]) for it in items]),
             "label": torch.tensor([it["label"] for it in items]),
             "size": torch.stack([it["size"] for it in items]),
+            "original_size": torch.stack([it["original_size"] for it in items]),
             "path": [it["path"] for it in items]}
 
 

@@ -14,7 +14,7 @@ from typing import Any
 _EXPORTS = {
     "ModelSource": "cache", "Predictions": "cache", "get_predictions": "cache", "prediction_cache_key": "cache",
     "choose_threshold": "operating_point", "threshold_curve": "operating_point",
-    "write_operating_point": "operating_point", "compute_metrics": "scoring", "image_scores": "scoring",
+    "compute_metrics": "scoring", "image_scores": "scoring",
     "evaluate": "job",
 }
 __all__ = sorted(_EXPORTS)

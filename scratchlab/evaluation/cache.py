@@ -2,17 +2,16 @@
 
 What is cached (everything a metric or a threshold sweep needs, nothing that depends on a threshold):
 
-* classifiers: the class probabilities per image ((N, C) float32; column 1 is P(bad) for good/bad models);
-* segmentation kinds (segmentation, instance, two_stage): per image the scratch-probability map cropped to
-  the image (padding removed) as uint8 (probability x 255, rounded) and the true mask (uint8 0/1), at the
-  geometry the network saw (the image's own size for ``resize=pad``), stored as one flat array each plus the
-  per-image shapes;
-* always: the labels, the image paths, the class names; Mask R-CNN also its box/mask mAP (which needs the
-  instances, not the union map).
+* per image the task's raw outputs (``BaseTask.raw_outputs``: class probabilities, or the float32
+  scratch-probability map at network geometry cut to the image's content), the image's original size and,
+  for models with maps, the true mask at the same geometry (for pixel metrics);
+* the labels, the image paths, the model's spec (task, preprocessing, decision rule); Mask R-CNN also its
+  box/mask mAP (which needs the instances, not the union map).
 
-The cache key is the hash of the model's weights (``state_dict`` tensors, so rewriting a checkpoint's
-operating point keeps the key), its model config, the data config that selects and prepares the images
-(loader settings such as ``batch_size`` left out) and the split.
+Scoring judges each cached output with the task class's own ``judge`` at the original image size, as the
+test step and ``Predictor`` do. The cache key is the hash of the model's weights (``state_dict`` tensors,
+so rewriting a checkpoint's operating point keeps the key), its model config, the data config that selects
+and prepares the images (loader settings such as ``batch_size`` left out) and the split.
 """
 from __future__ import annotations
 
@@ -29,13 +28,13 @@ from typing import Any
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
+from scratchlab.checkpoints import ModelSpec, read_checkpoint
 from scratchlab.errors import ConfigError, DataError
+from scratchlab.postprocess import DecisionParams, Verdict
 
 log = logging.getLogger(__name__)
 
-CACHE_VERSION = 1
-SEGMENTATION_KINDS = ("segmentation", "instance", "two_stage")
-KINDS = ("classification", *SEGMENTATION_KINDS)
+CACHE_VERSION = 2
 # Data settings that change how images are loaded, not which images or what the network sees.
 LOADER_KEYS = ("batch_size", "num_workers", "pin_memory", "check", "augment")
 TRAIN_ONLY_PREFIX = "synthetic_"  # data.synthetic_*: scratched copies added to the train split only
@@ -43,22 +42,6 @@ TRAIN_ONLY_PREFIX = "synthetic_"  # data.synthetic_*: scratched copies added to 
 
 # ----------------------------------------------------------------------------------------------------------
 # The model being evaluated
-
-
-def _load_checkpoint(path: Path) -> dict:
-    """The checkpoint dict, memory-mapped when possible; user errors come from ``read_checkpoint``."""
-    import torch
-
-    from scratchlab.checkpoints import read_checkpoint
-
-    if path.is_file():
-        try:
-            ckpt = torch.load(path, map_location="cpu", mmap=True, weights_only=False)
-            if isinstance(ckpt, dict) and "config" in ckpt.get("hyper_parameters", {}):
-                return ckpt
-        except Exception:  # noqa: BLE001 - read_checkpoint gives the one-line message
-            pass
-    return read_checkpoint(path)
 
 
 def weights_fingerprint(state_dict: Mapping[str, Any]) -> str:
@@ -80,11 +63,11 @@ def weights_fingerprint(state_dict: Mapping[str, Any]) -> str:
 
 @dataclass
 class ModelSource:
-    """A trained model as evaluation needs it: its run config, class names, stored operating point and a
+    """A trained model as evaluation needs it: its run config, spec, stored operating point and a
     fingerprint of its weights; ``load_task()`` builds the LightningModule (only on a cache miss)."""
 
     config: dict[str, Any]
-    class_names: list[str]
+    spec: ModelSpec
     checkpoint: Path | None = None
     operating_point: Mapping[str, Any] | None = None
     fingerprint: str = ""
@@ -92,19 +75,17 @@ class ModelSource:
 
     @property
     def kind(self) -> str:
-        return str((self.config.get("model") or {}).get("task", "classification"))
+        return self.spec.task
+
+    @property
+    def class_names(self) -> list[str]:
+        return list(self.spec.class_names)
 
     @classmethod
     def from_checkpoint(cls, path: str | Path) -> ModelSource:
-        path = Path(path).expanduser().resolve()
-        ckpt = _load_checkpoint(path)
-        hp = ckpt["hyper_parameters"]
-        config = hp["config"]
-        if not isinstance(config, dict):
-            config = OmegaConf.to_container(OmegaConf.create(config), resolve=True)
-        return cls(config=config, class_names=list(hp.get("class_names") or ["good", "bad"]), checkpoint=path,
-                   operating_point=hp.get("operating_point"), fingerprint=weights_fingerprint(ckpt["state_dict"]),
-                   class_counts=hp.get("class_counts"))
+        ckpt = read_checkpoint(path)
+        return cls(config=ckpt.config, spec=ckpt.spec, checkpoint=ckpt.path, operating_point=ckpt.operating_point,
+                   fingerprint=weights_fingerprint(ckpt.state_dict), class_counts=ckpt.class_counts)
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any]) -> ModelSource:
@@ -113,18 +94,21 @@ class ModelSource:
         model = config.get("model") or {}
         if model.get("task") != "two_stage":
             raise ConfigError("only two_stage runs can be evaluated without a checkpoint; give ckpt=PATH")
-        parts = [ModelSource.from_checkpoint(model[k]).fingerprint for k in ("classifier_ckpt", "segmenter_ckpt")]
-        return cls(config=config, class_names=["good", "bad"], fingerprint=hashlib.sha256("".join(parts).encode())
-                   .hexdigest())
+        classifier, segmenter = (read_checkpoint(model[k]) for k in ("classifier_ckpt", "segmenter_ckpt"))
+        gate = model.get("gate_threshold")
+        spec = ModelSpec(task="two_stage", class_names=segmenter.spec.class_names,
+                         preprocess=segmenter.spec.preprocess,
+                         decision=DecisionParams.from_config(config.get("decision") or {}),
+                         options={"gate_threshold": classifier.spec.decision.threshold if gate is None else float(gate)})
+        parts = "".join(weights_fingerprint(c.state_dict) for c in (classifier, segmenter))
+        return cls(config=config, spec=spec, fingerprint=hashlib.sha256(parts.encode()).hexdigest())
 
     def load_task(self) -> Any:
         """The LightningModule in eval mode (runs the network only after this)."""
+        from scratchlab.builders import build_task, load_task
+
         if self.checkpoint is not None:
-            from scratchlab.checkpoints import load_task
-
             return load_task(self.checkpoint)
-        from scratchlab.builders import build_task
-
         return build_task(OmegaConf.create(self.config), self.class_names, self.class_counts).eval()
 
 
@@ -136,12 +120,13 @@ class ModelSource:
 class Predictions:
     """Raw outputs of one model on one split (see the module docstring)."""
 
-    kind: str
+    spec: ModelSpec
     labels: np.ndarray
     paths: list[str]
     class_names: list[str]
-    probs: np.ndarray | None = None
-    maps: list[np.ndarray] | None = None
+    raws: list[dict[str, np.ndarray]]
+    sizes: np.ndarray
+    """(N, 2) original height and width of each image."""
     masks: list[np.ndarray] | None = None
     extra_metrics: dict[str, float] = field(default_factory=dict)
     meta: dict[str, Any] = field(default_factory=dict)
@@ -152,26 +137,45 @@ class Predictions:
         return len(self.labels)
 
     @property
+    def kind(self) -> str:
+        return self.spec.task
+
+    @property
     def segmentation(self) -> bool:
-        return self.kind in SEGMENTATION_KINDS
+        """Whether the model gives probability maps (and the cache holds true masks for pixel metrics)."""
+        return self.masks is not None
+
+    @property
+    def probs(self) -> np.ndarray:
+        """(N, C) class probabilities of a classifier."""
+        return np.stack([r["probs"] for r in self.raws]) if self.raws else np.zeros((0, len(self.class_names)))
 
     def prob_map(self, i: int) -> np.ndarray:
-        """Image ``i``'s scratch probabilities as float32 in [0, 1]."""
-        return self.maps[i].astype(np.float32) / 255.0
+        """Image ``i``'s scratch probabilities at network geometry."""
+        return self.raws[i]["prob_map"]
+
+    def verdicts(self, params: DecisionParams) -> list[Verdict]:
+        """Each image judged under ``params`` by the task class's own ``judge`` (original-size areas)."""
+        from scratchlab.tasks import task_class
+
+        judge, spec = task_class(self.spec.task).judge, self.spec.with_decision(params)
+        return [judge(raw, tuple(size), spec) for raw, size in zip(self.raws, self.sizes.tolist())]
 
     def save(self, path: Path) -> None:
         """Write atomically (temporary file + rename), so a concurrent reader never sees half a file."""
+        keys = sorted(self.raws[0]) if self.raws else []
         arrays: dict[str, np.ndarray] = {
-            "kind": np.array(self.kind), "labels": np.asarray(self.labels, np.int64),
+            "spec": np.array(json.dumps(self.spec.to_dict())), "labels": np.asarray(self.labels, np.int64),
             "paths": np.array(self.paths, dtype=str), "class_names": np.array(self.class_names, dtype=str),
+            "sizes": np.asarray(self.sizes, np.int64).reshape(-1, 2), "raw_keys": np.array(keys, dtype=str),
             "extra_metrics": np.array(json.dumps(self.extra_metrics)), "meta": np.array(json.dumps(self.meta))}
-        if self.segmentation:
-            arrays["shapes"] = np.array([m.shape for m in self.maps], np.int32).reshape(-1, 2)
-            arrays["map_data"] = np.concatenate([m.ravel() for m in self.maps]) if self.maps else np.zeros(0, np.uint8)
-            arrays["mask_data"] = (np.concatenate([m.ravel() for m in self.masks]) if self.masks
-                                   else np.zeros(0, np.uint8))
-        else:
-            arrays["probs"] = np.asarray(self.probs, np.float32)
+        named = {f"raw_{k}": [np.asarray(r[k], np.float32) for r in self.raws] for k in keys}
+        if self.masks is not None:
+            named["mask"] = [np.asarray(m, np.uint8) for m in self.masks]
+        for name, items in named.items():
+            arrays[f"{name}_shapes"] = np.array([a.shape for a in items], np.int64).reshape(len(items), -1)
+            arrays[f"{name}_data"] = (np.concatenate([a.ravel() for a in items]) if items
+                                      else np.zeros(0, np.uint8 if name == "mask" else np.float32))
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}-", suffix=".npz.tmp", dir=path.parent)
         try:
@@ -188,22 +192,25 @@ class Predictions:
     def load(cls, path: Path) -> Predictions:
         try:
             with np.load(path, allow_pickle=False) as z:
-                kind = str(z["kind"])
-                out = cls(kind=kind, labels=z["labels"].astype(np.int64), paths=[str(p) for p in z["paths"]],
-                          class_names=[str(c) for c in z["class_names"]],
+                keys = [str(k) for k in z["raw_keys"]]
+                per_key = {k: _unflatten(z, f"raw_{k}") for k in keys}
+                n = len(z["labels"])
+                out = cls(spec=ModelSpec.from_dict(json.loads(str(z["spec"]))), labels=z["labels"].astype(np.int64),
+                          paths=[str(p) for p in z["paths"]], class_names=[str(c) for c in z["class_names"]],
+                          raws=[{k: per_key[k][i] for k in keys} for i in range(n)], sizes=z["sizes"],
+                          masks=_unflatten(z, "mask") if "mask_data" in z else None,
                           extra_metrics=json.loads(str(z["extra_metrics"])), meta=json.loads(str(z["meta"])),
                           path=path, from_cache=True)
-                if kind in SEGMENTATION_KINDS:
-                    shapes = z["shapes"]
-                    bounds = np.concatenate([[0], np.cumsum(shapes[:, 0].astype(np.int64) * shapes[:, 1])])
-                    map_data, mask_data = z["map_data"], z["mask_data"]
-                    out.maps = [map_data[a:b].reshape(s) for a, b, s in zip(bounds[:-1], bounds[1:], shapes)]
-                    out.masks = [mask_data[a:b].reshape(s) for a, b, s in zip(bounds[:-1], bounds[1:], shapes)]
-                else:
-                    out.probs = z["probs"]
         except (OSError, KeyError, ValueError) as err:
             raise DataError(f"prediction cache {path} cannot be read ({err}); delete it to recompute") from err
         return out
+
+
+def _unflatten(z: Any, name: str) -> list[np.ndarray]:
+    shapes, data = z[f"{name}_shapes"], z[f"{name}_data"]
+    sizes = np.prod(shapes, axis=1).astype(np.int64) if shapes.shape[1] else np.ones(len(shapes), np.int64)
+    bounds = np.concatenate([[0], np.cumsum(sizes)])
+    return [data[a:b].reshape(tuple(s)) for a, b, s in zip(bounds[:-1], bounds[1:], shapes.tolist())]
 
 
 def _umask() -> int:
@@ -239,74 +246,53 @@ def _to_device(batch: dict, device: str) -> dict:
 
 
 def compute_predictions(source: ModelSource, cfg: DictConfig, split: str, device: str = "cpu") -> Predictions:
-    """Run the model on every image of ``split`` of the data module built from ``cfg`` (a run config)."""
-    import torch
+    """Run the model on every image of ``split`` of the data module built from ``cfg`` (a run config), batch by
+    batch as the test step does (``BaseTask.batch_verdicts``)."""
     from torch.utils.data import DataLoader
 
     from scratchlab.builders import build_datamodule
     from scratchlab.data.dataset import ImageDataset, pad_collate
     from scratchlab.data.transforms import build_transform
-    from scratchlab.tasks.classification import logits_to_probs
 
-    kind = source.kind
-    if kind not in KINDS:
-        raise ConfigError(f"model.task={kind!r} cannot be evaluated; tasks are {', '.join(KINDS)}")
     dm = build_datamodule(cfg)
     dm.prepare_data()
     dm.setup("test")
     if split not in dm.splits:
         raise ConfigError(f"split={split!r} is not one of {', '.join(dm.splits)}")
     names = dm.class_names
-    if kind == "classification" and len(names) != len(source.class_names):
+    if len(names) != len(source.class_names):
         raise ConfigError(f"the model was trained on {len(source.class_names)} classes "
                           f"({', '.join(source.class_names)}) but data={cfg.data.name} has {len(names)}")
-    if kind != "classification" and len(names) != 2:
-        raise ConfigError(f"segmentation models need a binary data set (good/bad with masks), "
-                          f"data={cfg.data.name} has {len(names)} classes")
     pad = dm.preprocess.resize == "pad"
     dataset = ImageDataset(dm.splits[split], build_transform(dm.preprocess), dm.mask_threshold, dm.preprocess)
     loader = DataLoader(dataset, batch_size=int(cfg.data.batch_size), shuffle=False,
                         num_workers=int(cfg.data.num_workers), collate_fn=pad_collate if pad else None)
     log.info("running the model on %d %s images (%s)", len(dataset), split, cfg.data.name)
     task = source.load_task().to(device).eval()
-    task.log = lambda *args, **kwargs: None  # the tasks' own logging needs a Trainer; evaluation logs itself
-    if kind == "instance":
-        task.map_metrics["test"].reset()
+    task.reset_evaluation_metrics()
     labels: list[int] = []
     paths: list[str] = []
-    probs: list[np.ndarray] = []
-    maps: list[np.ndarray] = []
+    raws: list[dict[str, np.ndarray]] = []
+    sizes: list[list[int]] = []
     masks: list[np.ndarray] = []
-    with torch.no_grad():
-        for batch in loader:
-            batch = _to_device(batch, device)
-            labels += batch["label"].cpu().tolist()
-            paths += list(batch["path"])
-            if kind == "classification":
-                probs.append(logits_to_probs(task(batch["image"]).float()).cpu().numpy())
-                continue
-            _, p = task.loss_and_probs(batch, "test")
-            for i in range(len(p)):
-                h, w = batch["size"][i].tolist() if pad else p.shape[1:]
-                maps.append((p[i, :h, :w].float() * 255).round().byte().cpu().numpy())
+    for batch in loader:
+        batch = _to_device(batch, device)
+        labels += batch["label"].cpu().tolist()
+        paths += list(batch["path"])
+        sizes += batch["original_size"].tolist()
+        batch_raws, _ = task.batch_verdicts(batch)
+        raws += batch_raws
+        task.update_evaluation_metrics(batch)
+        for i, raw in enumerate(batch_raws):
+            if "prob_map" in raw:
+                h, w = raw["prob_map"].shape
                 masks.append(batch["mask"][i, :h, :w].byte().cpu().numpy())
-    extra: dict[str, float] = {}
-    if kind == "instance":
-        from scratchlab.tasks.instance import MAP_KEYS
-
-        values = task.map_metrics["test"].compute()
-        extra = {f"{name}_{iou}": float(values[f"{iou}_{key}"]) for iou in ("bbox", "segm") for key, name in
-                 MAP_KEYS.items()}
     meta = {"split": split, "data": str(cfg.data.name), "n_images": len(labels), "cache_version": CACHE_VERSION,
-            "checkpoint": str(source.checkpoint) if source.checkpoint else None,
-            "pad": pad, "probability_scale": 255 if kind != "classification" else None}
-    out = Predictions(kind=kind, labels=np.asarray(labels, np.int64), paths=paths, class_names=list(names),
-                      extra_metrics=extra, meta=meta)
-    if kind == "classification":
-        out.probs = np.concatenate(probs) if probs else np.zeros((0, len(names)), np.float32)
-    else:
-        out.maps, out.masks = maps, masks
-    return out
+            "checkpoint": str(source.checkpoint) if source.checkpoint else None}
+    return Predictions(spec=source.spec, labels=np.asarray(labels, np.int64), paths=paths, class_names=list(names),
+                       raws=raws, sizes=np.asarray(sizes, np.int64).reshape(-1, 2),
+                       masks=masks if len(masks) == len(raws) and raws else None,
+                       extra_metrics=task.compute_evaluation_metrics(), meta=meta)
 
 
 def get_predictions(source: ModelSource, cfg: DictConfig, split: str, cache_dir: str | Path, device: str = "cpu",

@@ -17,7 +17,7 @@ import logging
 import math
 import warnings
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -26,17 +26,12 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from scratchlab.checkpoints import write_operating_point
 from scratchlab.config import require_complete
 from scratchlab.errors import ConfigError
 from scratchlab.evaluation.cache import ModelSource, Predictions, get_predictions
-from scratchlab.evaluation.operating_point import (
-    METHODS,
-    choose_operating_point,
-    decision_values,
-    threshold_figure,
-    write_operating_point,
-)
-from scratchlab.postprocess import DecisionParams
+from scratchlab.evaluation.operating_point import METHODS, choose_operating_point, decision_values, threshold_figure
+from scratchlab.postprocess import DecisionParams, given_overrides, resolve_decision
 from scratchlab.tracking import flatten_config, get_or_create_experiment, git_info, tracking_uri
 
 log = logging.getLogger(__name__)
@@ -52,49 +47,14 @@ MAX_PARAM = 6000
 # Decision values
 
 
-def decision_names() -> set[str]:
-    return {f.name for f in fields(DecisionParams)}
-
-
-def explicit_decision_overrides(cfg: DictConfig) -> dict[str, Any]:
-    """The ``decision.*`` values given on the command line (or to ``compose``) for this job.
-
-    ``conf/decision/default.yaml`` fills every key, so the values alone cannot tell a default from a choice;
-    Hydra's record of this job's overrides can. Outside a Hydra app nothing counts as given.
-    """
-    from hydra.core.hydra_config import HydraConfig
-
-    if not HydraConfig.initialized():
-        return {}
-    out: dict[str, Any] = {}
-    for override in HydraConfig.get().overrides.task:
-        key = override.lstrip("+~").split("=", 1)[0]
-        if key.startswith("decision.") and key[9:] in decision_names():
-            out[key[9:]] = cfg.decision[key[9:]]
-    return out
-
-
-def resolve_decision(config_decision: Mapping[str, Any] | None, operating_point: Any = None,
-                     overrides: Mapping[str, Any] | None = None) -> DecisionParams:
-    """Run config ``decision`` < stored operating point < explicit overrides (as ``scratchlab.inference``)."""
-    merged = {k: v for k, v in (config_decision or {}).items() if k in decision_names()}
-    if operating_point is not None:
-        point = operating_point.get("decision", operating_point) if isinstance(operating_point, Mapping) else None
-        if not isinstance(point, Mapping):
-            raise ConfigError("the model's operating_point must be a mapping of decision values, got "
-                              f"{type(operating_point).__name__}")
-        merged.update({k: v for k, v in point.items() if k in decision_names()})
-    merged.update({k: v for k, v in (overrides or {}).items() if k in decision_names() and v is not None})
-    return DecisionParams.from_config(merged)
-
-
 def _fmt(value: Any) -> str:
     return f"{value:g}" if isinstance(value, float) else str(value)
 
 
-def decision_label(params: DecisionParams, kind: str) -> str:
-    """``threshold=0.3`` for classifiers; ``mask_threshold=0.5-min_area=12`` (+ non-default extras) otherwise."""
-    if kind == "classification":
+def decision_label(params: DecisionParams, maps: bool) -> str:
+    """``threshold=0.3`` for classifiers; ``mask_threshold=0.5-min_area=12`` (+ non-default extras) for models
+    with probability maps (``maps``)."""
+    if not maps:
         return f"threshold={_fmt(params.threshold)}"
     area = (f"min_area_ratio={_fmt(params.min_area_ratio)}" if params.min_area_ratio is not None
             else f"min_area={_fmt(params.min_area)}")
@@ -168,13 +128,14 @@ def _run_for_checkpoint(client: MlflowClient, path: Path) -> Any | None:
     return runs[0] if len(runs) == 1 else None
 
 
-def find_target(cfg: DictConfig, client: MlflowClient, uri: str) -> Target:
+def find_target(cfg: DictConfig, client: MlflowClient, uri: str, source: ModelSource | None = None) -> Target:
+    """The model of ``ckpt=`` (``source`` when already read) or ``run_id=``, and its MLflow run if known."""
     if not cfg.get("run_id") and not cfg.get("ckpt"):
         raise ConfigError("nothing to evaluate: give run_id=<MLflow run id> or ckpt=<path to a .ckpt>")
     run = _get_run(client, cfg.run_id, uri) if cfg.get("run_id") else None
     if cfg.get("ckpt"):
         path = Path(str(cfg.ckpt)).expanduser().resolve()
-        source = ModelSource.from_checkpoint(path)
+        source = source or ModelSource.from_checkpoint(path)
         if run is None and cfg.get("link_run", True):
             run = _run_for_checkpoint(client, path)
             return Target(source, run, checkpoint_from_run=run is not None)
@@ -301,19 +262,21 @@ def _validate(cfg: DictConfig) -> None:
 def evaluate(cfg: DictConfig, decision_overrides: Mapping[str, Any] | None = None) -> dict[str, float]:
     """Evaluate one model on one split and log a new MLflow run; returns the logged metrics.
 
-    ``decision_overrides`` default to the ``decision.*`` values given on the command line.
+    ``decision_overrides`` default to the ``decision.*`` values given (not null).
     """
     _validate(cfg)
     if decision_overrides is None:
-        decision_overrides = explicit_decision_overrides(cfg)
+        decision_overrides = given_overrides(OmegaConf.to_container(cfg.decision, resolve=True))
+    # a checkpoint file is read (and a foreign one refused) before anything is written
+    source = ModelSource.from_checkpoint(Path(str(cfg.ckpt)).expanduser()) if cfg.get("ckpt") else None
     uri = tracking_uri(cfg)
     client = MlflowClient(uri)
-    target = find_target(cfg, client, uri)
+    target = find_target(cfg, client, uri, source)
     source, parent = target.source, target.run
     kind = source.kind
     eval_cfg = evaluation_config(source, cfg)
     stored_point = source.operating_point if cfg.get("use_operating_point", True) else None
-    params = resolve_decision(source.config.get("decision"), stored_point, decision_overrides)
+    params = resolve_decision(asdict(source.spec.decision), stored_point, decision_overrides)
     split = str(cfg.split)
     data_name = str(eval_cfg.data.get("name", "data"))
 
@@ -357,7 +320,6 @@ def _evaluate_into(run_id: str, client: MlflowClient, cfg: DictConfig, target: T
     from scratchlab.evaluation.scoring import compute_metrics
 
     source, parent = target.source, target.run
-    kind = source.kind
     cache_dir = Path(str(cfg.cache_dir))
     fetch = _cache_fetcher(client) if cfg.get("log_predictions", "once") != "never" else None
     device = str(cfg.get("device", "cpu"))
@@ -375,20 +337,20 @@ def _evaluate_into(run_id: str, client: MlflowClient, cfg: DictConfig, target: T
         grid = list(cfg.choose_mask_thresholds) if cfg.get("choose_mask_thresholds") else None
         target_recall = cfg.decision.get("target_recall")
         params, choice = choose_operating_point(val, params, str(cfg.choose), target_recall, grid)
-        if kind != "classification" and params.min_area_ratio is None and float(params.min_area).is_integer():
+        if val.segmentation and params.min_area_ratio is None and float(params.min_area).is_integer():
             params = DecisionParams(**{**asdict(params), "min_area": int(params.min_area)})
         if choice.method == "target_recall" and not choice.target_met:
             log.warning("no threshold reaches recall %.3f of bad on the validation split; the highest recall "
                         "(%.3f) was taken", choice.target_recall, choice.recall)
-        chosen = {**decision_values(params, kind), "method": choice.method, "target_recall": choice.target_recall,
+        chosen = {**decision_values(params, val.segmentation), "method": choice.method, "target_recall": choice.target_recall,
                   "target_met": choice.target_met, "split": "val", "data": data_name,
                   "val_precision_bad": choice.precision, "val_recall_bad": choice.recall, "val_f1_bad": choice.f1,
                   "val_images": choice.curve.n_images, "val_bad_images": choice.curve.n_bad,
                   "prediction_cache": val.meta.get("key"),
                   "evaluation_run": run_id, "evaluated_run": parent.info.run_id if parent is not None else None}
-        xlabel = ("P(bad) threshold" if kind == "classification" else
+        xlabel = ("P(bad) threshold" if not val.segmentation else
                   "min_area_ratio" if params.min_area_ratio is not None else
-                  f"min_area (pixels) at mask_threshold={params.mask_threshold:g}")
+                  f"min_area (original-image pixels) at mask_threshold={params.mask_threshold:g}")
         import matplotlib.pyplot as plt
 
         fig = threshold_figure(choice, xlabel, f"{model_name} on {data_name} (validation)")
@@ -398,7 +360,7 @@ def _evaluate_into(run_id: str, client: MlflowClient, cfg: DictConfig, target: T
         if cfg.get("save_operating_point", True):
             if source.checkpoint is not None:
                 stored = write_operating_point(source.checkpoint, chosen)
-                log.info("operating point written into %s: %s", source.checkpoint, decision_values(params, kind))
+                log.info("operating point written into %s: %s", source.checkpoint, decision_values(params, val.segmentation))
                 if target.checkpoint_from_run and parent is not None:
                     client.log_artifact(parent.info.run_id, str(source.checkpoint), "checkpoints")
                 chosen = stored
@@ -407,7 +369,7 @@ def _evaluate_into(run_id: str, client: MlflowClient, cfg: DictConfig, target: T
         _log_json(client, run_id, chosen, "operating_point.json")
         if parent is not None and cfg.get("save_operating_point", True):
             _log_json(client, parent.info.run_id, chosen, "operating_point.json")
-            client.set_tag(parent.info.run_id, "scratchlab.operating_point", json.dumps(decision_values(params, kind)))
+            client.set_tag(parent.info.run_id, "scratchlab.operating_point", json.dumps(decision_values(params, val.segmentation)))
 
     preds = used[0] if used and split == "val" else predictions(split)
     if not any(p is preds for p in used):
@@ -415,7 +377,7 @@ def _evaluate_into(run_id: str, client: MlflowClient, cfg: DictConfig, target: T
     values = compute_metrics(preds, params)
     metrics.update({f"{split}/{k}": v for k, v in values.items()})
     _log_metrics(client, run_id, metrics)
-    if kind == "classification" and preds.probs.shape[1] >= 2:
+    if not preds.segmentation and preds.probs.shape[1] >= 2:
         _log_classifier_reports(client, run_id, preds, params)
 
     holder = _log_prediction_caches(client, run_id, used, str(cfg.get("log_predictions", "once")))
@@ -425,10 +387,10 @@ def _evaluate_into(run_id: str, client: MlflowClient, cfg: DictConfig, target: T
     if holder.get(key):
         client.set_tag(run_id, "scratchlab.prediction_cache_run", holder[key])
     prefix = f"eval-{split}-{cfg.choose}-" if cfg.get("choose") else f"eval-{split}-"
-    client.update_run(run_id, name=prefix + decision_label(params, kind))
+    client.update_run(run_id, name=prefix + decision_label(params, preds.segmentation))
     eval_params: dict[str, Any] = {"split": split, "evaluated_run": parent.info.run_id if parent is not None else "",
                                    "ckpt": str(source.checkpoint or ""), "choose": cfg.get("choose"),
-                                   "model.name": model_name, "model.task": kind,
+                                   "model.name": model_name, "model.task": source.kind,
                                    "operating_point_used": bool(source.operating_point)
                                    and bool(cfg.get("use_operating_point", True)),
                                    "prediction_cache": key}

@@ -1,7 +1,7 @@
 """The operating-point chooser: pick decision thresholds on validation scores and store them with the model.
 
-Scores are per image (``scoring.image_scores``): P(bad) for classifiers, the scratch area (or area
-share) for segmenters. An image is called bad when its score reaches the threshold (segmenters: and is
+Scores are per image (``scoring.image_scores``): P(bad) for classifiers, the scratch area in
+original-image pixels (or area share) for models with probability maps. An image is called bad when its score reaches the threshold (segmenters: and is
 above 0, an image without scratch pixels is never bad). Candidate thresholds are the scores themselves,
 so every distinct decision is reachable and the chosen value is a score seen in validation.
 
@@ -10,17 +10,13 @@ so every distinct decision is reachable and the chosen value is a score seen in 
   no scratch at all in some bad images), the one with the highest recall is taken and ``target_met`` is false.
 * ``best_f1``: the threshold with the highest F1 of bad (ties: the highest such threshold).
 
-The choice is written into the checkpoint's ``hyper_parameters["operating_point"]`` (a flat mapping of
-``DecisionParams`` values plus notes), which ``scratchlab.inference.Predictor`` applies over the config.
+The choice is written into the checkpoint (``scratchlab.checkpoints.write_operating_point``: a flat
+mapping of ``DecisionParams`` values plus notes), which every command applies over the run config.
 """
 from __future__ import annotations
 
-import datetime as _dt
-import os
-import tempfile
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, fields, replace
-from pathlib import Path
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -29,7 +25,6 @@ from scratchlab.errors import ConfigError
 from scratchlab.postprocess import DecisionParams
 
 METHODS = ("target_recall", "best_f1")
-NOTE_KEYS = ("original", "previous")
 
 
 @dataclass
@@ -154,47 +149,13 @@ def choose_operating_point(preds: Any, params: DecisionParams, method: str, targ
     return best
 
 
-def decision_values(params: DecisionParams, kind: str) -> dict[str, Any]:
-    """The decision values an operating point of this model kind stores."""
-    if kind == "classification":
+def decision_values(params: DecisionParams, maps: bool) -> dict[str, Any]:
+    """The decision values an operating point stores: the classifier threshold, or (``maps``) the area rule."""
+    if not maps:
         return {"threshold": params.threshold}
     return {"mask_threshold": params.mask_threshold, "min_area": params.min_area,
             "min_area_ratio": params.min_area_ratio, "min_component_area": params.min_component_area,
             "area_mode": params.area_mode}
-
-
-def _decision_fields(mapping: Mapping[str, Any] | None) -> dict[str, Any]:
-    names = {f.name for f in fields(DecisionParams)}
-    return {k: v for k, v in (mapping or {}).items() if k in names}
-
-
-def write_operating_point(checkpoint: str | Path, values: Mapping[str, Any]) -> dict[str, Any]:
-    """Store ``values`` as the checkpoint's ``hyper_parameters["operating_point"]``, rewriting the file
-    atomically (temporary file in the same folder + rename). The stored mapping also notes the training
-    config's decision values (``original``) and the operating point it replaces (``previous``)."""
-    import torch
-
-    path = Path(checkpoint)
-    ckpt = torch.load(path, map_location="cpu", weights_only=False)
-    hp = ckpt.setdefault("hyper_parameters", {})
-    previous = hp.get("operating_point")
-    config_decision = (hp.get("config") or {}).get("decision") or {}
-    point = {**values, "original": _decision_fields(config_decision),
-             "previous": ({k: v for k, v in previous.items() if k not in NOTE_KEYS}
-                          if isinstance(previous, Mapping) else previous),
-             "written_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
-    hp["operating_point"] = point
-    mode = path.stat().st_mode & 0o777
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}-", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(ckpt, f)
-        os.chmod(tmp, mode)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return point
 
 
 def threshold_figure(choice: Choice, xlabel: str, title: str = "") -> Any:

@@ -1,29 +1,170 @@
-"""What every task shares: optimizer/scheduler from config factories, per-stage metrics logged per epoch."""
+"""What every task shares: the one inference path, the checkpoint's spec block, optimizer/scheduler from
+config factories, per-stage metrics logged per epoch.
+
+Every way of judging an image (the test step, ``scratchlab.evaluate``, ``Predictor`` and exported models)
+goes through two steps each task class defines once:
+
+1. ``raw_outputs``: network input batch -> per image a dict of numpy arrays at network geometry
+   (``probs`` for classifiers, ``prob_map`` for models that localize scratches);
+2. ``judge`` (a classmethod, so exported files without a task object use it too): one raw output and the
+   image's original size -> ``Verdict``. Probability maps are brought back to the original size first,
+   so every area is counted in original-image pixels.
+
+``predict_images`` chains them for images given at their original size.
+"""
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, ClassVar
 
+import numpy as np
 import pytorch_lightning as pl
+import torch
 from torch import nn
 
+from scratchlab.checkpoints import KEY, ModelSpec, checkpoint_block
+from scratchlab.data.transforms import Preprocess, build_transform, content_box
+from scratchlab.postprocess import DecisionParams, Verdict
+
 STAGES = ("train", "val", "test")
+Raw = dict[str, np.ndarray]
+
+
+def input_shape(pre: Preprocess, content: tuple[int, int], batch_shape: tuple[int, int]) -> tuple[int, int]:
+    """The (H, W) an image's own network input has: a padded batch holds extra padding for the largest image."""
+    if pre.resize != "pad":
+        return batch_shape
+    m = pre.pad_multiple
+    return -(-content[0] // m) * m, -(-content[1] // m) * m
+
+
+def content_size(pre: Preprocess, height: int, width: int) -> tuple[int, int]:
+    """Height and width of an image's content inside its network input (before padding)."""
+    y0, y1, x0, x1 = content_box(pre, height, width)
+    return y1 - y0, x1 - x0
 
 
 class BaseTask(pl.LightningModule):
-    """Subclasses set ``self.metrics`` via ``init_metrics`` and call ``self.stage_metrics(stage).update``.
+    """Subclasses set ``self.metrics`` via ``init_metrics``, call ``self.stage_metrics(stage).update`` and
+    define ``raw_outputs`` and ``judge`` (see the module docstring).
 
     Metric objects expose ``compute() -> dict`` and ``reset()``; each value is logged as ``{stage}/{key}``.
+    After testing, ``test_results`` holds per image its path, label, score, decision and scratch area.
     """
 
+    name: ClassVar[str] = ""
     progress_metrics: tuple[str, ...] = ()
+    needs_training: ClassVar[bool] = True
+    one_image_per_forward: ClassVar[bool] = False
+    """True where a network's output for one image depends on the others in its batch (Mask R-CNN)."""
 
-    def __init__(self, net: nn.Module, loss: nn.Module, optimizer: Callable, scheduler: Callable | None) -> None:
+    def __init__(self, net: nn.Module | None, loss: nn.Module | None, optimizer: Callable | None,
+                 scheduler: Callable | None, spec: ModelSpec) -> None:
         super().__init__()
         self.net = net
         self.loss = loss
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler
+        self.spec = spec
+        self.test_results: list[dict[str, Any]] = []
+
+    @property
+    def class_names(self) -> list[str]:
+        return list(self.spec.class_names)
+
+    @property
+    def decision(self) -> DecisionParams:
+        return self.spec.decision
+
+    @property
+    def preprocess(self) -> Preprocess:
+        return self.spec.preprocess
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint[KEY] = checkpoint_block(self.spec)
+
+    # -- the one inference path ------------------------------------------------------------------------------
+
+    def raw_outputs(self, x: torch.Tensor, content_sizes: Sequence[tuple[int, int]],
+                    images: Sequence[np.ndarray] | None = None) -> list[Raw]:
+        """Per image of the batch ``x`` (all of one input shape) the network's output as numpy arrays;
+        ``images`` are the original RGB images where the caller has them."""
+        raise NotImplementedError
+
+    @classmethod
+    def judge(cls, raw: Mapping[str, np.ndarray], size: tuple[int, int], spec: ModelSpec) -> Verdict:
+        """One image's raw output and original (height, width) -> its ``Verdict`` under ``spec.decision``."""
+        raise NotImplementedError
+
+    @torch.no_grad()
+    def network_outputs(self, inputs: Sequence[torch.Tensor], content_sizes: Sequence[tuple[int, int]],
+                        images: Sequence[np.ndarray] | None = None) -> list[Raw]:
+        """``raw_outputs`` for network inputs of any shapes: inputs of equal shape run as one batch, so a
+        result never depends on the other images."""
+        groups: dict[Any, list[int]] = {}
+        for i, x in enumerate(inputs):
+            groups.setdefault(i if self.one_image_per_forward else tuple(x.shape), []).append(i)
+        out: list[Raw] = [{} for _ in inputs]
+        for idx in groups.values():
+            x = torch.stack([inputs[i] for i in idx]).to(self.device)
+            subset = None if images is None else [images[i] for i in idx]
+            for i, raw in zip(idx, self.raw_outputs(x, [tuple(content_sizes[i]) for i in idx], subset)):
+                out[i] = raw
+        return out
+
+    def predict_raw(self, images: Sequence[np.ndarray]) -> list[Raw]:
+        """RGB uint8 images at their original size -> raw outputs, one each (preprocessing as in evaluation)."""
+        transform = build_transform(self.preprocess)
+        inputs = [transform(image=im)["image"] for im in images]
+        contents = [content_size(self.preprocess, *im.shape[:2]) for im in images]
+        return self.network_outputs(inputs, contents, images)
+
+    def predict_images(self, images: Sequence[np.ndarray]) -> list[Verdict]:
+        """RGB uint8 images at their original size -> one verdict each, under this model's spec."""
+        return [self.judge(r, im.shape[:2], self.spec) for r, im in zip(self.predict_raw(images), images)]
+
+    # -- export ----------------------------------------------------------------------------------------------
+
+    export_outputs: ClassVar[dict[str, dict[int, str]]] = {}
+    """Names of the exported graph's outputs (the keys of a raw output) and their dynamic axes; empty for
+    tasks that cannot be exported."""
+
+    def export_network(self) -> nn.Module:
+        """Normalized (N, 3, H, W) input -> the raw outputs named in ``export_outputs``, batched."""
+        raise NotImplementedError
+
+    def batch_verdicts(self, batch: Mapping[str, Any]) -> tuple[list[Raw], list[Verdict]]:
+        """``predict_images`` for a data-module batch: each image cut to its own input shape first."""
+        batch_shape = tuple(batch["image"].shape[-2:])
+        sizes = [tuple(s) for s in batch["size"].tolist()]
+        inputs = [x[:, :h, :w] for x, (h, w) in
+                  zip(batch["image"], (input_shape(self.preprocess, s, batch_shape) for s in sizes))]
+        raws = self.network_outputs(inputs, sizes, self.batch_images(batch))
+        originals = [tuple(s) for s in batch["original_size"].tolist()]
+        return raws, [self.judge(r, s, self.spec) for r, s in zip(raws, originals)]
+
+    def batch_images(self, batch: Mapping[str, Any]) -> list[np.ndarray] | None:
+        """The original images of a batch, for tasks whose ``raw_outputs`` need them (none by default)."""
+        return None
+
+    def reset_evaluation_metrics(self) -> None:
+        """Start the metrics that need more than the raw outputs (``scratchlab.evaluate``); none by default."""
+
+    def update_evaluation_metrics(self, batch: Mapping[str, Any]) -> None:
+        """Feed one batch to the metrics of ``reset_evaluation_metrics``."""
+
+    def compute_evaluation_metrics(self) -> dict[str, float]:
+        return {}
+
+    def record_test_results(self, batch: Mapping[str, Any], verdicts: Sequence[Verdict]) -> None:
+        for path, label, v in zip(batch["path"], batch["label"].tolist(), verdicts):
+            self.test_results.append({"path": path, "label": int(label), "score": v.score, "is_bad": v.is_bad,
+                                      "scratch_area": v.scratch_area})
+
+    def on_test_epoch_start(self) -> None:
+        self.test_results = []
+
+    # -- metrics and optimization ------------------------------------------------------------------------------
 
     def init_metrics(self, make: Callable[[], nn.Module]) -> None:
         # ModuleDict keys cannot be "train" (a Module method), hence the suffix.
@@ -51,6 +192,7 @@ class BaseTask(pl.LightningModule):
 
     def on_test_epoch_end(self) -> None:
         self._log_epoch_metrics("test")
+        self.test_results = gather_test_outputs(self, {"r": self.test_results})["r"]
 
     def log_test_artifacts(self, run: Any) -> None:
         """Write this task's test reports into the MLflow ``run`` (a ``TrackedRun``) after testing."""

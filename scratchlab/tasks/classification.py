@@ -1,16 +1,19 @@
 """Good/bad (or N-class) image classification as a LightningModule."""
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import matplotlib.pyplot as plt
+import numpy as np
 import torch
 from torch import nn
 
+from scratchlab.checkpoints import ModelSpec
 from scratchlab.metrics import ClassificationMetrics
+from scratchlab.postprocess import Verdict, verdict_from_class_probs
 from scratchlab.reports import classification_report, confusion_matrix_figure, precision_recall_figure
-from scratchlab.tasks.base import BaseTask, gather_test_outputs
+from scratchlab.tasks.base import BaseTask, Raw, gather_test_outputs
 
 
 def logits_to_probs(logits: torch.Tensor) -> torch.Tensor:
@@ -21,6 +24,17 @@ def logits_to_probs(logits: torch.Tensor) -> torch.Tensor:
     return logits.softmax(dim=1)
 
 
+class ClassProbabilities(nn.Module):
+    """``net`` followed by ``logits_to_probs``: what an exported classifier computes."""
+
+    def __init__(self, net: nn.Module) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return logits_to_probs(self.net(x).float())
+
+
 class ClassificationTask(BaseTask):
     """Trains ``net`` with ``loss``; logs ``{stage}/loss`` and the metrics of ``ClassificationMetrics``.
 
@@ -29,19 +43,30 @@ class ClassificationTask(BaseTask):
     Test predictions are kept in ``test_outputs`` (probabilities, targets, paths) for reports.
     """
 
+    name = "classification"
     progress_metrics = ("acc", "f1_bad")
+    export_outputs = {"probs": {0: "batch"}}
 
     def __init__(self, net: nn.Module, loss: nn.Module, optimizer: Callable, scheduler: Callable | None,
-                 class_names: list[str], threshold: float = 0.5, config: dict[str, Any] | None = None,
-                 class_counts: list[int] | None = None) -> None:
-        super().__init__(net, loss, optimizer, scheduler)
-        self.save_hyperparameters(ignore=["net", "loss", "optimizer", "scheduler"])
-        self.class_names = list(class_names)
-        self.init_metrics(lambda: ClassificationMetrics(class_names, threshold))
+                 spec: ModelSpec, config: dict[str, Any] | None = None, class_counts: list[int] | None = None) -> None:
+        super().__init__(net, loss, optimizer, scheduler, spec)
+        self.save_hyperparameters(ignore=["net", "loss", "optimizer", "scheduler", "spec"])
+        self.init_metrics(lambda: ClassificationMetrics(self.class_names, spec.decision.threshold))
         self.test_outputs: dict[str, list] = {}
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
+
+    def raw_outputs(self, x: torch.Tensor, content_sizes: Sequence[tuple[int, int]],
+                    images: Sequence[np.ndarray] | None = None) -> list[Raw]:
+        return [{"probs": p} for p in logits_to_probs(self(x).float()).cpu().numpy()]
+
+    @classmethod
+    def judge(cls, raw: Mapping[str, np.ndarray], size: tuple[int, int], spec: ModelSpec) -> Verdict:
+        return verdict_from_class_probs(raw["probs"], spec.decision, list(spec.class_names))
+
+    def export_network(self) -> nn.Module:
+        return ClassProbabilities(self.net)
 
     def _step(self, batch: dict, stage: str) -> tuple[torch.Tensor, torch.Tensor]:
         logits = self(batch["image"])
@@ -59,11 +84,13 @@ class ClassificationTask(BaseTask):
 
     def test_step(self, batch: dict, batch_idx: int) -> None:
         _, probs = self._step(batch, "test")
+        self.record_test_results(batch, self.batch_verdicts(batch)[1])
         self.test_outputs["probs"].append(probs.cpu())
         self.test_outputs["targets"].append(batch["label"].cpu())
         self.test_outputs["paths"].extend(batch["path"])
 
     def on_test_epoch_start(self) -> None:
+        super().on_test_epoch_start()
         self.test_outputs = {"probs": [], "targets": [], "paths": []}
 
     def on_test_epoch_end(self) -> None:
@@ -75,7 +102,7 @@ class ClassificationTask(BaseTask):
         if not self.test_outputs.get("probs"):
             return
         probs, targets = torch.cat(self.test_outputs["probs"]), torch.cat(self.test_outputs["targets"])
-        threshold, names = self.hparams.threshold, self.class_names
+        threshold, names = self.decision.threshold, self.class_names
         run.log_text(classification_report(probs, targets, names, threshold), "classification_report.txt")
         for fig, name in ((confusion_matrix_figure(probs, targets, names, threshold), "confusion_matrix.png"),
                           (precision_recall_figure(probs, targets, names), "precision_recall_curve.png")):

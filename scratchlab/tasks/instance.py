@@ -2,33 +2,51 @@
 union of instance masks, plus box and mask mAP (torchmetrics MeanAveragePrecision)."""
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Sequence
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 from torchmetrics.detection import MeanAveragePrecision
 
+from scratchlab.checkpoints import ModelSpec
 from scratchlab.models.instance_targets import build_target, instances_from_mask
+from scratchlab.tasks.base import Raw
 from scratchlab.tasks.segmentation import SegmentationTask
 
 MAP_KEYS = {"map": "map", "map_50": "map50"}
 
 
-class InstanceSegmentationTask(SegmentationTask):
-    """Trains on torchvision's loss dict; evaluates the instances kept at ``score_threshold``."""
+def union_map(output: dict[str, torch.Tensor], score_threshold: float, size: tuple[int, int]) -> torch.Tensor:
+    """(H, W) pixel-wise max of the mask probabilities of the instances scoring >= ``score_threshold``."""
+    kept = output["scores"] >= score_threshold
+    if not kept.any():
+        return torch.zeros(size, device=output["scores"].device)
+    return output["masks"][kept, 0].float().max(dim=0).values
 
+
+class InstanceSegmentationTask(SegmentationTask):
+    """Trains on torchvision's loss dict; judges the union of the instances kept at ``score_threshold``
+    (``spec.options``) with the segmentation task's area rule."""
+
+    name = "instance"
     progress_metrics = ("dice", "f1_bad", "map_segm")
+    one_image_per_forward = True  # torchvision batches images padded to the largest: results would depend on it
+    export_outputs = {}
 
     def __init__(self, net: nn.Module, loss: nn.Module | None, optimizer: Callable, scheduler: Callable | None,
-                 decision: Mapping[str, Any], score_threshold: float = 0.5, min_instance_area: int = 4,
-                 class_names: list[str] | None = None, config: dict[str, Any] | None = None) -> None:
-        super().__init__(net, loss, optimizer, scheduler, decision, pad_mode=True, class_names=class_names,
-                         config=config)
-        self.save_hyperparameters(ignore=["net", "loss", "optimizer", "scheduler"])
-        self.score_threshold = score_threshold
+                 spec: ModelSpec, min_instance_area: int = 4, config: dict[str, Any] | None = None) -> None:
+        super().__init__(net, loss, optimizer, scheduler, spec, config=config)
+        self.save_hyperparameters(ignore=["net", "loss", "optimizer", "scheduler", "spec"])
+        self.score_threshold = float(spec.options["score_threshold"])
         self.min_instance_area = min_instance_area
         self.map_metrics = nn.ModuleDict({s: MeanAveragePrecision(iou_type=["bbox", "segm"]) for s in ("val", "test")})
+
+    def raw_outputs(self, x: torch.Tensor, content_sizes: Sequence[tuple[int, int]],
+                    images: Sequence[np.ndarray] | None = None) -> list[Raw]:
+        outputs = self.net([im[:, :h, :w] for im, (h, w) in zip(x, content_sizes)])
+        return [{"prob_map": union_map(o, self.score_threshold, s).cpu().numpy()} for o, s in zip(outputs, content_sizes)]
 
     def _inputs(self, batch: dict) -> tuple[list[torch.Tensor], list[dict[str, torch.Tensor]]]:
         images, targets = [], []
@@ -52,14 +70,28 @@ class InstanceSegmentationTask(SegmentationTask):
             self.net.eval()
             outputs = self.net(images)
         for i, (out, (h, w)) in enumerate(zip(outputs, batch["size"].tolist())):
-            kept = out["scores"] >= self.score_threshold
-            if kept.any():
-                probs[i, :h, :w] = out["masks"][kept, 0].max(dim=0).values
+            probs[i, :h, :w] = union_map(out, self.score_threshold, (h, w))
+        self._update_map(stage, outputs, targets)
+        return loss, probs
+
+    def _update_map(self, stage: str, outputs: list[dict], targets: list[dict]) -> None:
         self.map_metrics[stage].update(
             [{"boxes": o["boxes"], "scores": o["scores"], "labels": o["labels"],
               "masks": (o["masks"][:, 0] >= self.decision.mask_threshold)} for o in outputs],
             [{**t, "masks": t["masks"].bool()} for t in targets])
-        return loss, probs
+
+    def reset_evaluation_metrics(self) -> None:
+        self.map_metrics["test"].reset()
+
+    @torch.no_grad()
+    def update_evaluation_metrics(self, batch: dict) -> None:
+        images, targets = self._inputs(batch)
+        self._update_map("test", self.net(images), targets)
+
+    def compute_evaluation_metrics(self) -> dict[str, float]:
+        values = self.map_metrics["test"].compute()
+        return {f"{name}_{iou}": float(values[f"{iou}_{key}"]) for iou in ("bbox", "segm") for key, name in
+                MAP_KEYS.items()}
 
     def _log_epoch_metrics(self, stage: str) -> None:
         super()._log_epoch_metrics(stage)

@@ -1,22 +1,21 @@
 """Scratch segmentation as a LightningModule: pixel metrics, the area rule for the image decision, pictures."""
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
-from functools import cached_property
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import cv2
 import numpy as np
 import torch
-from omegaconf import OmegaConf
 from pytorch_lightning.loggers import MLFlowLogger
 from torch import nn
 
+from scratchlab.checkpoints import ModelSpec
 from scratchlab.data.io import read_image
-from scratchlab.data.transforms import Preprocess, restore_geometry
+from scratchlab.data.transforms import restore_geometry
 from scratchlab.metrics import SegmentationMetrics
-from scratchlab.postprocess import DecisionParams, decide_from_area, decide_from_probability, image_scores_from_masks
-from scratchlab.tasks.base import BaseTask, gather_test_outputs
+from scratchlab.postprocess import Verdict, decide_from_probability, verdict_from_probability
+from scratchlab.tasks.base import BaseTask, Raw, gather_test_outputs
 from scratchlab.visualize import draw_overlay, make_grid
 
 N_PICTURES = 8
@@ -32,23 +31,43 @@ def valid_pixels(batch: Mapping[str, Any], shape: tuple[int, ...], pad_mode: boo
     return valid
 
 
+def prob_maps(probs: torch.Tensor, content_sizes: Sequence[tuple[int, int]], pad_mode: bool) -> list[Raw]:
+    """(B, H, W) probabilities -> per image its map, cut to the image's content where inputs are padded."""
+    out = []
+    for p, (h, w) in zip(probs.float().cpu().numpy(), content_sizes):
+        out.append({"prob_map": np.ascontiguousarray(p[:h, :w] if pad_mode else p)})
+    return out
+
+
+class ScratchProbabilities(nn.Module):
+    """``net`` followed by a sigmoid on its one channel: (N, H, W) scratch probabilities, as exported."""
+
+    def __init__(self, net: nn.Module) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(self.net(x).float()[:, 0])
+
+
 class SegmentationTask(BaseTask):
     """Trains a one-channel scratch segmenter; the image is bad when the scratch area passes ``decision``.
 
-    Per validation epoch a fixed grid of validation images (truth outlined green, prediction red,
-    boxes yellow) is logged; at test the worst false negatives and false positives.
+    Pixel metrics (dice, IoU) compare the map with the mask at network geometry; the image decision is the
+    area rule on the map brought back to the original image size (``judge``), so ``min_area`` counts
+    original-image pixels. Per validation epoch a fixed grid of validation images (truth outlined green,
+    prediction red, boxes yellow) is logged; at test the worst false negatives and false positives.
     """
 
+    name = "segmentation"
     progress_metrics = ("dice", "f1_bad")
+    export_outputs = {"prob_map": {0: "batch", 1: "height", 2: "width"}}
 
     def __init__(self, net: nn.Module, loss: nn.Module, optimizer: Callable, scheduler: Callable | None,
-                 decision: Mapping[str, Any], pad_mode: bool = True, class_names: list[str] | None = None,
-                 config: dict[str, Any] | None = None) -> None:
-        super().__init__(net, loss, optimizer, scheduler)
-        self.save_hyperparameters(ignore=["net", "loss", "optimizer", "scheduler"])
-        self.decision = DecisionParams.from_config(decision)
-        self.pad_mode = pad_mode
-        self.class_names = list(class_names or ["good", "bad"])
+                 spec: ModelSpec, config: dict[str, Any] | None = None) -> None:
+        super().__init__(net, loss, optimizer, scheduler, spec)
+        self.save_hyperparameters(ignore=["net", "loss", "optimizer", "scheduler", "spec"])
+        self.pad_mode = spec.preprocess.resize == "pad"
         self.init_metrics(lambda: SegmentationMetrics(self.decision.mask_threshold))
         self.pictures: list[dict] = []
         self.test_outputs: dict[str, list] = {}
@@ -56,34 +75,60 @@ class SegmentationTask(BaseTask):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
 
+    def raw_outputs(self, x: torch.Tensor, content_sizes: Sequence[tuple[int, int]],
+                    images: Sequence[np.ndarray] | None = None) -> list[Raw]:
+        return prob_maps(ScratchProbabilities(self.net)(x), content_sizes, self.pad_mode)
+
+    def export_network(self) -> nn.Module:
+        return ScratchProbabilities(self.net)
+
+    @classmethod
+    def judge(cls, raw: Mapping[str, np.ndarray], size: tuple[int, int], spec: ModelSpec) -> Verdict:
+        prob = restore_geometry(raw["prob_map"], spec.preprocess, *size)
+        return verdict_from_probability(prob, spec.decision)
+
     def loss_and_probs(self, batch: dict, stage: str) -> tuple[torch.Tensor, torch.Tensor]:
         """The training loss and (B, H, W) scratch probabilities of a batch."""
         logits = self(batch["image"])
         return self.loss(logits, batch["mask"][:, None]), torch.sigmoid(logits.detach().float()[:, 0])
 
-    def _step(self, batch: dict, stage: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    def _step(self, batch: dict, stage: str) -> tuple[torch.Tensor, torch.Tensor, list[Verdict]]:
         loss, probs = self.loss_and_probs(batch, stage)
+        if stage == "train":  # the batch's own forward pass; evaluation judges each image on its own input
+            sizes = [tuple(s) for s in batch["original_size"].tolist()]
+            verdicts = [self.judge(r, s, self.spec) for r, s in
+                        zip(prob_maps(probs, batch["size"].tolist(), self.pad_mode), sizes)]
+        else:
+            raws, verdicts = self.batch_verdicts(batch)
+            probs = self.maps_to_batch(raws, probs)
         valid = valid_pixels(batch, probs.shape, self.pad_mode)
-        areas = image_scores_from_masks(probs * valid, self.decision)
-        sizes = batch["size"].tolist() if self.pad_mode else [probs.shape[1:]] * len(probs)
-        image_bad = torch.tensor([bool(decide_from_area(float(a), self.decision, h, w))
-                                  for a, (h, w) in zip(areas.tolist(), sizes)], device=probs.device)
+        image_bad = torch.tensor([v.is_bad for v in verdicts], device=probs.device)
         self.stage_metrics(stage).update(probs, batch["mask"], valid, image_bad, batch["label"] > 0)
         self.log_loss(stage, loss, len(probs))
-        return loss, probs, areas, image_bad
+        return loss, probs, verdicts
+
+    @staticmethod
+    def maps_to_batch(raws: Sequence[Raw], like: torch.Tensor) -> torch.Tensor:
+        """Per-image maps placed into a zero (B, H, W) tensor shaped ``like`` (top-left, as padded inputs)."""
+        out = torch.zeros_like(like)
+        for i, raw in enumerate(raws):
+            m = torch.from_numpy(raw["prob_map"])
+            out[i, : m.shape[0], : m.shape[1]] = m.to(out.device)
+        return out
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         return self._step(batch, "train")[0]
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
-        _, probs, _, _ = self._step(batch, "val")
+        _, probs, _ = self._step(batch, "val")
         if len(self.pictures) < N_PICTURES:
             self.pictures += self._records(batch, probs)[: N_PICTURES - len(self.pictures)]
 
     def test_step(self, batch: dict, batch_idx: int) -> None:
-        _, probs, areas, image_bad = self._step(batch, "test")
-        for record, area, bad in zip(self._records(batch, probs), areas.tolist(), image_bad.tolist()):
-            self.test_outputs["records"].append({**record, "area": area, "pred_bad": bad})
+        _, probs, verdicts = self._step(batch, "test")
+        self.record_test_results(batch, verdicts)
+        for record, v in zip(self._records(batch, probs), verdicts):
+            self.test_outputs["records"].append({**record, "area": v.scratch_area, "pred_bad": v.is_bad})
 
     def _records(self, batch: dict, probs: torch.Tensor) -> list[dict]:
         """Per image: path, label, and the probability (uint8) and truth maps cropped to the image."""
@@ -104,6 +149,7 @@ class SegmentationTask(BaseTask):
             self._log_picture(self.pictures, f"val_overlays/epoch_{self.current_epoch:03d}.png")
 
     def on_test_epoch_start(self) -> None:
+        super().on_test_epoch_start()
         self.test_outputs = {"records": []}
 
     def on_test_epoch_end(self) -> None:
@@ -117,26 +163,14 @@ class SegmentationTask(BaseTask):
             if chosen:
                 self._log_picture(chosen[:N_PICTURES], name)
 
-    @cached_property
-    def preprocess(self) -> Preprocess:
-        """How this model's inputs were prepared (from the run config stored with it)."""
-        from scratchlab.builders import preprocess_from_config
-
-        return preprocess_from_config(OmegaConf.create(self.hparams.config))
-
     def overlay(self, record: dict) -> np.ndarray:
         """The image with its true scratches outlined and the predicted ones tinted and boxed."""
         image = read_image(record["path"])
         h, w = image.shape[:2]
         prob = record["prob"].astype(np.float32) / 255
         if prob.shape != (h, w):  # scaled input: bring the maps back to the image's size
-            if self.pad_mode:  # records are already cropped to the image's part of the input
-                prob = cv2.resize(prob, (w, h), interpolation=cv2.INTER_LINEAR)
-                truth = cv2.resize(record["mask"], (w, h), interpolation=cv2.INTER_NEAREST)
-            else:
-                prob = restore_geometry(prob, self.preprocess, h, w)
-                truth = (restore_geometry(record["mask"].astype(np.float32), self.preprocess, h, w) >= 0.5
-                         ).astype(np.uint8)
+            prob = restore_geometry(prob, self.preprocess, h, w)
+            truth = (restore_geometry(record["mask"].astype(np.float32), self.preprocess, h, w) >= 0.5).astype(np.uint8)
             record = {**record, "mask": truth}
         decision = decide_from_probability(prob, self.decision)
         verdict = "bad" if decision.is_bad else "good"

@@ -1,65 +1,73 @@
 """Two-stage inspection: a trained classifier gates, and only the images it calls bad are segmented.
 
-The final decision is the segmenter's area rule on the gated images (an image the classifier passes
-is good), so it is reported with the same metrics as any segmentation model. Nothing is trained.
+The classifier judges each original image through its own inference path (its own preprocessing); an
+image goes to the segmenter when P(bad) >= ``spec.options["gate_threshold"]``. The final decision is the
+segmenter's area rule on the gated images (an image the classifier passes has an empty map, so it is
+good), reported with the same metrics as any segmentation model. Nothing is trained.
 """
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
+import numpy as np
 import torch
-from omegaconf import OmegaConf
-from torch.nn import functional as F
 
-from scratchlab.data.transforms import Preprocess
-from scratchlab.errors import ConfigError
-from scratchlab.tasks.classification import ClassificationTask, logits_to_probs
+from scratchlab.checkpoints import ModelSpec
+from scratchlab.data.io import read_image
+from scratchlab.postprocess import Verdict
+from scratchlab.tasks.base import Raw
+from scratchlab.tasks.classification import ClassificationTask
 from scratchlab.tasks.segmentation import SegmentationTask
 
 
-def resize_for(pre: Preprocess, image: torch.Tensor) -> torch.Tensor:
-    """A normalized (3, H, W) image brought to a classifier's input geometry (stretch or letterbox)."""
-    size = pre.image_size
-    if pre.resize == "stretch":
-        return F.interpolate(image[None], size=(size, size), mode="bilinear", align_corners=False)[0]
-    h, w = image.shape[1:]
-    scale = size / max(h, w)
-    nh, nw = max(1, round(h * scale)), max(1, round(w * scale))
-    resized = F.interpolate(image[None], size=(nh, nw), mode="bilinear", align_corners=False)[0]
-    top, left = (size - nh) // 2, (size - nw) // 2
-    fill = torch.tensor(pre.mean, device=image.device).neg().div(torch.tensor(pre.std, device=image.device))
-    return F.pad(resized - fill[:, None, None], (left, size - nw - left, top, size - nh - top)) + fill[:, None, None]
-
-
 class TwoStageTask(SegmentationTask):
-    """``classifier`` (a ClassificationTask) gates ``segmenter`` (a SegmentationTask trained with resize=pad).
+    """``classifier`` (a ClassificationTask) gates ``segmenter`` (a SegmentationTask); ``spec`` carries the
+    segmenter's preprocessing, the decision rule and the gate threshold."""
 
-    An image goes to the segmenter when P(bad) >= ``gate_threshold`` (default: the classifier's threshold).
-    """
-
+    name = "two_stage"
     needs_training = False
+    export_outputs = {}
 
-    def __init__(self, classifier: ClassificationTask, segmenter: SegmentationTask,
-                 decision: Mapping[str, Any] | None = None, gate_threshold: float | None = None,
+    def __init__(self, classifier: ClassificationTask, segmenter: SegmentationTask, spec: ModelSpec,
                  config: dict[str, Any] | None = None) -> None:
-        if not segmenter.pad_mode:
-            raise ConfigError("the two-stage segmenter must be trained with data.resize=pad (native image size)")
-        from scratchlab.builders import preprocess_from_config
-
-        super().__init__(segmenter.net, segmenter.loss, optimizer=None, scheduler=None,
-                         decision=decision or segmenter.hparams.decision, pad_mode=True,
-                         class_names=segmenter.class_names, config=config)
+        super().__init__(segmenter.net, segmenter.loss, optimizer=None, scheduler=None, spec=spec, config=config)
         self.classifier = classifier
-        self.classifier_pre = preprocess_from_config(OmegaConf.create(classifier.hparams.config))
-        self.gate_threshold = float(classifier.hparams.threshold if gate_threshold is None else gate_threshold)
+        self.gate_threshold = float(spec.options["gate_threshold"])
+
+    def raw_outputs(self, x: torch.Tensor, content_sizes: Sequence[tuple[int, int]],
+                    images: Sequence[np.ndarray] | None = None) -> list[Raw]:
+        if images is None:
+            raise ValueError("two-stage inference needs the original images for its classifier")
+        gate_scores = np.array([v.score for v in self.classifier.predict_images(images)], np.float32)
+        gate = gate_scores >= self.gate_threshold
+        out = [{"prob_map": np.zeros(s if self.pad_mode else tuple(x.shape[-2:]), np.float32), "gate_score": g}
+               for s, g in zip(content_sizes, gate_scores)]
+        if gate.any():
+            idx = np.flatnonzero(gate)
+            maps = super().raw_outputs(x[torch.from_numpy(idx).to(x.device)], [content_sizes[i] for i in idx])
+            for i, raw in zip(idx, maps):
+                out[i]["prob_map"] = raw["prob_map"]
+        return out
+
+    @classmethod
+    def judge(cls, raw: Mapping[str, np.ndarray], size: tuple[int, int], spec: ModelSpec) -> Verdict:
+        verdict = super().judge(raw, size, spec)
+        gate_score = float(raw["gate_score"])
+        verdict.extra.update(gate_score=gate_score, gated=gate_score >= float(spec.options["gate_threshold"]))
+        return verdict
+
+    def batch_images(self, batch: Mapping[str, Any]) -> list[np.ndarray]:
+        """The classifier judges the original files with its own preprocessing."""
+        return [read_image(p) for p in batch["path"]]
 
     def loss_and_probs(self, batch: dict, stage: str) -> tuple[torch.Tensor, torch.Tensor]:
-        crops = [resize_for(self.classifier_pre, img[:, :h, :w]) for img, (h, w) in zip(batch["image"],
-                                                                                    batch["size"].tolist())]
-        gate = logits_to_probs(self.classifier(torch.stack(crops)))[:, 1] >= self.gate_threshold
-        probs = torch.zeros(batch["mask"].shape, device=batch["image"].device)
-        if gate.any():
-            probs[gate] = torch.sigmoid(self.net(batch["image"][gate]).float()[:, 0])
-        self.log(f"{stage}/gate_rate", gate.float().mean(), on_step=False, on_epoch=True, batch_size=len(gate))
-        return torch.zeros((), device=probs.device), probs
+        """Nothing is trained: no loss; the maps come from ``batch_verdicts``."""
+        zeros = torch.zeros(batch["mask"].shape, device=batch["image"].device)
+        return torch.zeros((), device=zeros.device), zeros
+
+    def _step(self, batch: dict, stage: str) -> tuple[torch.Tensor, torch.Tensor, list[Verdict]]:
+        loss, probs, verdicts = super()._step(batch, stage)
+        gated = torch.tensor([float(v.extra["gated"]) for v in verdicts])
+        self.log(f"{stage}/gate_rate", gated.mean(), on_step=False, on_epoch=True, batch_size=len(gated))
+        return loss, probs, verdicts
