@@ -5,12 +5,14 @@ from __future__ import annotations
 import logging
 import sys
 import time
+import warnings
 
 import pytorch_lightning as pl
 from pytorch_lightning.callbacks import Callback, ProgressBar
 
 log = logging.getLogger("scratchlab")
 _TIP_PREFIXES = ("💡 Tip", "Tip:")
+_EPOCH_KEYS = ("loss", "acc", "precision_bad", "recall_bad", "f1_bad", "auroc", "dice", "map_segm", "f1_macro")
 
 
 class DropTips(logging.Filter):
@@ -30,7 +32,7 @@ class EpochLine(Callback):
         if trainer.sanity_checking or not trainer.is_global_zero:
             return
         metrics = {k: float(v) for k, v in trainer.callback_metrics.items()
-                   if k.startswith(("train/", "val/")) and getattr(v, "numel", lambda: 1)() == 1}
+                   if k.startswith(("train/", "val/")) and k.split("/", 1)[1] in _EPOCH_KEYS}
         shown = " ".join(f"{k}={v:.4f}" for k, v in sorted(metrics.items()))
         seconds = time.perf_counter() - getattr(self, "_start", time.perf_counter())
         log.info(f"epoch {trainer.current_epoch + 1}/{trainer.max_epochs} ({seconds:.1f} s) {shown}")
@@ -43,6 +45,7 @@ def console_callbacks(callbacks: list[Callback], interactive: bool | None = None
         tips = logging.getLogger(name)
         if not any(isinstance(f, DropTips) for f in tips.filters):
             tips.addFilter(DropTips())
+    warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")  # Lightning-internal notice
     interactive = sys.stderr.isatty() if interactive is None else interactive
     if interactive:
         return callbacks, any(isinstance(c, ProgressBar) for c in callbacks)
