@@ -4,16 +4,15 @@ See ``conf/evaluate.yaml`` for the options and ``scratchlab.evaluation`` for how
 """
 from __future__ import annotations
 
-import hydra
 from omegaconf import DictConfig
 
-from scratchlab.cli import run_or_exit
-from scratchlab.config import CONFIG_DIR, register_resolvers
+from scratchlab.cli import hydra_main, run_or_exit
+from scratchlab.config import register_resolvers
 
 register_resolvers()
 
 
-@hydra.main(config_path=str(CONFIG_DIR), config_name="evaluate", version_base="1.3")
+@hydra_main("evaluate")
 def main(cfg: DictConfig) -> float | None:
     """Evaluate one model on one split (one job of a threshold sweep); returns the optimized metric for Optuna."""
     from scratchlab.evaluation.job import evaluate

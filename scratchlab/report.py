@@ -17,11 +17,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from scratchlab.cli import run_or_exit
-from scratchlab.config import CONFIG_DIR, register_resolvers
+from scratchlab.cli import hydra_main, run_or_exit
+from scratchlab.config import register_resolvers
 from scratchlab.errors import ConfigError
 
 register_resolvers()
@@ -277,7 +276,7 @@ def make_report(cfg: DictConfig) -> list[ReportTable]:
     return tables
 
 
-@hydra.main(config_path=str(CONFIG_DIR), config_name="report", version_base="1.3")
+@hydra_main("report")
 def main(cfg: DictConfig) -> None:
     run_or_exit(make_report, cfg)
 

@@ -11,11 +11,10 @@ from __future__ import annotations
 
 import sys
 
-import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from scratchlab.cli import exit_with, report_skipped
-from scratchlab.config import CONFIG_DIR, register_resolvers, require_complete
+from scratchlab.cli import exit_with, hydra_main, report_skipped
+from scratchlab.config import register_resolvers, require_complete
 
 register_resolvers()
 
@@ -39,7 +38,7 @@ def run_synth(cfg: DictConfig) -> int:
     return report_skipped(summary.skipped)
 
 
-@hydra.main(config_path=str(CONFIG_DIR), config_name="synth", version_base="1.3")
+@hydra_main("synth")
 def main(cfg: DictConfig) -> None:
     exit_with(run_synth, cfg)
 

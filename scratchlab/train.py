@@ -1,17 +1,16 @@
 """``python -m scratchlab.train``: train a scratch detector from composed Hydra configs."""
 from __future__ import annotations
 
-import hydra
 from omegaconf import DictConfig
 
-from scratchlab.cli import run_or_exit
-from scratchlab.config import CONFIG_DIR, register_resolvers
+from scratchlab.cli import hydra_main, run_or_exit
+from scratchlab.config import register_resolvers
 from scratchlab.errors import ConfigError
 
 register_resolvers()
 
 
-@hydra.main(config_path=str(CONFIG_DIR), config_name="train", version_base="1.3")
+@hydra_main("train")
 def main(cfg: DictConfig) -> float | None:
     """Train, test and log one configuration; returns the optimized metric for sweepers."""
     from scratchlab.training import run_training

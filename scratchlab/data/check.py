@@ -7,20 +7,18 @@ from __future__ import annotations
 
 import math
 import os
-import sys
 from collections import Counter, defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-import hydra
 import numpy as np
 from omegaconf import DictConfig
 
-import scratchlab.config  # noqa: F401  (registers the sl.* resolvers the configs use)
+from scratchlab.cli import exit_with, hydra_main
 from scratchlab.data.io import file_digest, image_info, read_image, read_mask
 from scratchlab.data.types import Sample, SampleIndex
-from scratchlab.errors import DataError, ScratchlabError
+from scratchlab.errors import DataError
 from scratchlab.visualize import draw_overlay, make_grid, save_png
 
 FATAL, WARNING = "fatal", "warning"
@@ -146,7 +144,8 @@ def check_index(index: SampleIndex, *, mask_threshold: int = 128,
         splits = defaultdict(list)
         for s in samples:
             splits[s.meta["split"]].append(s)
-    problems = [Problem(FATAL, "unreadable", message, (file,)) for f in facts for file, message in f.errors]
+    problems = _class_problems(samples, names)
+    problems += [Problem(FATAL, "unreadable", message, (file,)) for f in facts for file, message in f.errors]
     problems += _mask_problems(index, facts, mask_threshold)
     problems += _duplicates(samples, facts, names, splits)
     sized = [f for f in facts if f.size]
@@ -164,6 +163,19 @@ def check_index(index: SampleIndex, *, mask_threshold: int = 128,
         modes=dict(Counter(f.mode for f in sized).most_common()),
         coverage=coverage,
         problems=problems)
+
+
+def _class_problems(samples: list[Sample], names: list[str]) -> list[Problem]:
+    """A class without images: fatal for a two-class (good/bad) set, which cannot learn from one class."""
+    counts = _counts(samples, names)
+    out = []
+    for name, n in counts.items():
+        if n == 0 and samples:
+            others = ", ".join(f"{k} {v}" for k, v in counts.items() if v)
+            severity = FATAL if len(names) == 2 else WARNING
+            out.append(Problem(severity, "empty_class", f"no {name} images ({others}): a model cannot learn "
+                               f"{' / '.join(names)} from this set; add {name} images", ()))
+    return out
 
 
 def _mask_problems(index: SampleIndex, facts: list[_Facts], mask_threshold: int) -> list[Problem]:
@@ -257,15 +269,9 @@ def run(cfg: DictConfig) -> int:
     return report.exit_code(strict=bool(cfg.get("strict", False)))
 
 
-@hydra.main(config_path="../../conf", config_name="check", version_base="1.3")
+@hydra_main("check")
 def main(cfg: DictConfig) -> None:
-    try:
-        code = run(cfg)
-    except ScratchlabError as e:
-        print(f"error: {e}", file=sys.stderr)
-        code = 2
-    if code:
-        sys.exit(code)
+    exit_with(run, cfg)
 
 
 if __name__ == "__main__":
