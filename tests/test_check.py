@@ -187,3 +187,18 @@ def test_hydra_cli(tmp_path):
     assert bad.returncode == 2 and "FATAL unreadable" in bad.stdout
     missing = cli(f"data.root={tmp_path / 'nowhere'}", "grid=null", "report=null")
     assert missing.returncode == 2 and "nowhere" in missing.stderr and "Traceback" not in missing.stderr
+
+
+@pytest.mark.parametrize(("layout", "missing"), [("empty_bad", "bad"), ("empty_good", "good"), ("no_bad", "bad")])
+def test_one_class_binary_set_is_fatal(tmp_path, layout, missing):
+    for i in range(3):
+        if layout != "empty_good":
+            _img(tmp_path / "good" / f"g{i}.png")
+        if layout == "empty_good":
+            _img(tmp_path / "bad" / f"b{i}.png")
+    (tmp_path / "good").mkdir(exist_ok=True)
+    if layout == "empty_bad":
+        (tmp_path / "bad").mkdir()
+    report = check_index(FolderSource(tmp_path).load())
+    assert _kinds(report) == {"empty_class": (FATAL, [])} and report.exit_code() == 2
+    assert f"no {missing} images" in report.fatal[0].message

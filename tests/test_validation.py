@@ -10,6 +10,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import cv2
+import numpy as np
 import pytest
 import torch
 from hydra.utils import instantiate
@@ -129,3 +131,17 @@ def test_cli_names_each_bad_value_once_in_a_subprocess(tmp_path: Path) -> None:
                                    cwd=tmp_path))
     assert all(line.count(value) == 1 for value in bad) and "+optimizr.lr=1 adds optimizr" in line
     assert not (tmp_path / "mlruns").exists(), "a config mistake starts no run"
+
+
+def test_training_on_one_class_stops_with_one_line(tmp_path: Path, monkeypatch, capsys) -> None:
+    for i in range(6):
+        (tmp_path / "data" / "good").mkdir(parents=True, exist_ok=True)
+        (tmp_path / "data" / "good" / f"g{i}.png").write_bytes(_png(i))
+    line = _main_error_line("scratchlab.train", ["data=folder", f"data.root={tmp_path / 'data'}", "model=cnn"],
+                            tmp_path, monkeypatch, capsys)
+    assert "no bad images" in line
+
+
+def _png(seed: int) -> bytes:
+    image = np.random.default_rng(seed).integers(0, 256, (20, 30), dtype=np.uint8)
+    return cv2.imencode(".png", image)[1].tobytes()
