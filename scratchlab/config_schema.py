@@ -58,7 +58,9 @@ class SplitSchema:
 class DataSchema:
     batch_size: int = limits(ge=1)
     num_workers: int = limits(ge=0)
-    pin_memory: bool = limits()
+    pin_memory: bool | Literal["auto"] = limits()
+    cache_images: bool | Literal["auto"] = limits()
+    cache_max_gb: float = limits(ge=0)
     mask_threshold: int = limits(ge=0, le=255)
     check: bool = limits()
     resize: Literal["stretch", "letterbox", "pad"] = limits()

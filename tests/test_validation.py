@@ -5,9 +5,6 @@ with ``sys.argv`` set (Hydra's argument parsing and composition included), which
 """
 from __future__ import annotations
 
-import importlib
-import subprocess
-import sys
 from pathlib import Path
 
 import cv2
@@ -21,6 +18,7 @@ from scratchlab.cli import user_error
 from scratchlab.config import compose
 from scratchlab.config_schema import validate_config
 from scratchlab.errors import ConfigError
+from tests.cli_calls import call_main
 from tests.conftest import run_cli
 
 NO_CUDA = pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
@@ -86,12 +84,7 @@ def test_instantiation_error_carries_cause_and_key() -> None:
 
 def _main_error_line(module: str, args: list[str], tmp_path: Path, monkeypatch, capsys) -> str:
     """Call ``module.main()`` with ``args`` on the command line; its one error line (exit code 2)."""
-    main = importlib.import_module(module).main
-    monkeypatch.setattr(sys, "argv", [module, f"paths.root_dir={tmp_path}", *args])
-    with pytest.raises(SystemExit) as exit_info:
-        main()
-    err = capsys.readouterr().err
-    return _one_error_line(subprocess.CompletedProcess(args, exit_info.value.code, "", err))
+    return _one_error_line(call_main(module, [f"paths.root_dir={tmp_path}", *args], monkeypatch, capsys))
 
 
 @pytest.mark.parametrize(("override", "named"), [

@@ -5,6 +5,7 @@ exit code 0 when fine, 1 for warnings with ``strict=true``, 2 for fatal problems
 """
 from __future__ import annotations
 
+import logging
 import math
 import os
 from collections import Counter, defaultdict
@@ -16,7 +17,7 @@ import numpy as np
 from omegaconf import DictConfig
 
 from scratchlab.cli import exit_with, hydra_main
-from scratchlab.data.io import file_digest, image_info, read_image, read_mask
+from scratchlab.data.io import file_digest, image_header, read_image, read_mask
 from scratchlab.data.types import Sample, SampleIndex
 from scratchlab.errors import DataError
 from scratchlab.visualize import draw_overlay, make_grid, save_png
@@ -24,7 +25,7 @@ from scratchlab.visualize import draw_overlay, make_grid, save_png
 FATAL, WARNING = "fatal", "warning"
 PERCENTILES = (5, 25, 50, 75, 95)
 _SHOWN = 10
-"""Problems of one kind listed in the text report (all are in ``to_dict``)."""
+"""Problems of one kind listed on the console (the report file and ``to_dict`` hold all)."""
 
 
 @dataclass(frozen=True)
@@ -63,7 +64,8 @@ class CheckReport:
     def to_dict(self) -> dict:
         return asdict(self)
 
-    def to_text(self) -> str:
+    def to_text(self, shown: int | None = _SHOWN) -> str:
+        """The report as text, with at most ``shown`` problems of each kind (None: all)."""
         lines = [f"images: {sum(self.counts.values())}  ("
                  + ", ".join(f"{k} {v}" for k, v in self.counts.items()) + ")"]
         for split, counts in self.split_counts.items():
@@ -81,9 +83,9 @@ class CheckReport:
             by_kind[(p.severity, p.kind)].append(p)
         for (severity, kind), items in sorted(by_kind.items()):
             lines.append(f"  {severity.upper()} {kind} ({len(items)})")
-            lines += [f"    {p.message}" for p in items[:_SHOWN]]
-            if len(items) > _SHOWN:
-                lines.append(f"    ... and {len(items) - _SHOWN} more")
+            lines += [f"    {p.message}" for p in items[:shown]]
+            if shown is not None and len(items) > shown:
+                lines.append(f"    ... and {len(items) - shown} more (all in the report file)")
         return "\n".join(lines)
 
 
@@ -96,6 +98,7 @@ class _Facts:
     digest: str | None = None
     mask_size: tuple[int, int] | None = None
     mask_share: float | None = None
+    frames: int = 1
     errors: list[tuple[str, str]] = field(default_factory=list)
     """``(file, message)`` of each file that could not be read."""
 
@@ -106,10 +109,10 @@ def _threshold(sample: Sample, default: int) -> int:
 
 def _inspect(sample: Sample, mask_threshold: int) -> _Facts:
     facts = _Facts()
-    try:
-        width, height, facts.mode = image_info(sample.image)
-        facts.size = (width, height)
+    try:  # facts of an image only once all of it decodes (a readable header alone says nothing)
+        width, height, mode, frames = image_header(sample.image)
         facts.digest = file_digest(sample.image)
+        facts.size, facts.mode, facts.frames = (width, height), mode, frames
     except DataError as e:
         facts.errors.append((str(sample.image), str(e)))
     if sample.mask is not None:
@@ -146,6 +149,10 @@ def check_index(index: SampleIndex, *, mask_threshold: int = 128,
             splits[s.meta["split"]].append(s)
     problems = _class_problems(samples, names)
     problems += [Problem(FATAL, "unreadable", message, (file,)) for f in facts for file, message in f.errors]
+    problems += [Problem(WARNING, "multi_frame", f"{s.image} holds {f.frames} frames (an animation or pages); only "
+                         f"the first is used: save that frame alone to silence this", (str(s.image),))
+                 for s, f in zip(samples, facts) if f.frames > 1 and f.digest]
+    problems += _box_problems(samples, facts)
     problems += _mask_problems(index, facts, mask_threshold)
     problems += _duplicates(samples, facts, names, splits)
     sized = [f for f in facts if f.size]
@@ -175,6 +182,22 @@ def _class_problems(samples: list[Sample], names: list[str]) -> list[Problem]:
             severity = FATAL if len(names) == 2 else WARNING
             out.append(Problem(severity, "empty_class", f"no {name} images ({others}): a model cannot learn "
                                f"{' / '.join(names)} from this set; add {name} images", ()))
+    return out
+
+
+def _box_problems(samples: list[Sample], facts: list[_Facts]) -> list[Problem]:
+    """Boxes that are empty or reach outside their image (named with their annotation file)."""
+    out = []
+    for s, f in zip(samples, facts):
+        if not s.boxes or f.size is None:
+            continue
+        width, height = f.size
+        wrong = [b for b in s.boxes if not (0 <= b.x1 < b.x2 <= width and 0 <= b.y1 < b.y2 <= height)]
+        if wrong:
+            b, where = wrong[0], s.meta.get("annotation", "its annotation")
+            out.append(Problem(WARNING, "box_outside", f"{len(wrong)} box(es) in {where} leave the {width}x{height} "
+                               f"image {s.image} (first: x {b.x1}..{b.x2}, y {b.y1}..{b.y2}); fix the annotation",
+                               tuple(dict.fromkeys((str(where), str(s.image))))))
     return out
 
 
@@ -226,6 +249,21 @@ def _duplicates(samples: list[Sample], facts: list[_Facts], names: list[str],
     return out
 
 
+def stop_on_fatal(report: CheckReport, log: logging.Logger) -> None:
+    """Before training: log every fatal problem (one line each) and raise one DataError that counts them;
+    log the first warnings."""
+    fatal = report.fatal
+    if len(fatal) == 1:
+        raise DataError(f"data check failed: {fatal[0].message}")
+    if fatal:
+        for problem in fatal:
+            log.error("data check: %s", problem.message)
+        raise DataError(f"data check failed: {len(fatal)} fatal problems, listed above; fix them and see "
+                        f"python -m scratchlab.data.check for the whole report")
+    for problem in report.warnings[:_SHOWN]:
+        log.warning("data check: %s", problem.message)
+
+
 def save_grid(index: SampleIndex, path: str | Path, n: int = 16, seed: int = 0, tile: int = 256) -> Path:
     """A PNG of ``n`` random samples (half of them defect images where there are enough), each
     with its mask outlined (green), its boxes and its class name."""
@@ -258,11 +296,10 @@ def run(cfg: DictConfig) -> int:
 
     index = instantiate(cfg.data.source).load()
     report = check_index(index, mask_threshold=int(cfg.data.get("mask_threshold", 128)))
-    text = report.to_text()
-    print(text)
+    print(report.to_text())
     if cfg.get("report"):
         Path(cfg.report).parent.mkdir(parents=True, exist_ok=True)
-        Path(cfg.report).write_text(text + "\n", encoding="utf-8")
+        Path(cfg.report).write_text(report.to_text(shown=None) + "\n", encoding="utf-8")
         print(f"report: {cfg.report}")
     if cfg.get("grid") and index.samples:
         print(f"grid: {save_grid(index, cfg.grid)}")

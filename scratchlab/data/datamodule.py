@@ -68,15 +68,9 @@ class ScratchDataModule(pl.LightningDataModule):
         return self.index
 
     def _stop_on_fatal(self, index: SampleIndex) -> None:
-        from scratchlab.data.check import check_index
+        from scratchlab.data.check import check_index, stop_on_fatal
 
-        report = check_index(index, mask_threshold=self.mask_threshold)
-        fatal = report.fatal
-        if fatal:
-            more = f" (and {len(fatal) - 1} more; run python -m scratchlab.data.check)" if len(fatal) > 1 else ""
-            raise DataError(f"data check failed: {fatal[0].message}{more}")
-        for problem in report.warnings[:5]:
-            log.warning("data check: %s", problem.message)
+        stop_on_fatal(check_index(index, mask_threshold=self.mask_threshold), log)
 
     def setup(self, stage: str | None = None) -> None:
         if self.datasets:

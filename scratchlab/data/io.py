@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from functools import lru_cache
 from pathlib import Path
+from typing import NamedTuple
 
 import cv2
 import numpy as np
@@ -14,12 +15,17 @@ from PIL import Image
 
 from scratchlab.errors import DataError
 
-IMAGE_EXTENSIONS = (".png", ".bmp", ".jpg", ".jpeg", ".tif", ".tiff")
+IMAGE_EXTENSIONS = (".png", ".bmp", ".jpg", ".jpeg", ".tif", ".tiff", ".gif")
 """File suffixes (lower case) treated as images or masks."""
 
 _CONVERT = {"1": "L", "P": "RGB", "PA": "RGB", "La": "LA", "RGBa": "RGBA", "CMYK": "RGB", "YCbCr": "RGB",
             "LAB": "RGB", "HSV": "RGB"}
 """Pillow modes without a direct array form, and the mode they are read as."""
+
+
+def _reason(err: Exception, path: str | Path) -> str:
+    """A decoder's message without the file name (the caller names the file once)."""
+    return str(err).replace(repr(str(path)), "").replace(str(path), "").strip() or type(err).__name__
 
 
 def _decode(path: str | Path, keep_palette: bool) -> np.ndarray:
@@ -35,18 +41,32 @@ def _decode(path: str | Path, keep_palette: bool) -> np.ndarray:
     except FileNotFoundError:
         raise DataError(f"{path} does not exist; fix the path or remove it from the data set") from None
     except Exception as e:  # any decoder failure means the file itself is broken
-        raise DataError(f"{path} cannot be decoded ({e}); re-export or delete the file") from None
+        raise DataError(f"{path} cannot be decoded ({_reason(e, path)}); re-export or delete the file") from None
+
+
+class ImageHeader(NamedTuple):
+    """What a file's header says: size, Pillow mode and number of frames (animations, multi-page TIFF)."""
+
+    width: int
+    height: int
+    mode: str
+    frames: int
+
+
+def image_header(path: str | Path) -> ImageHeader:
+    """The header of an image file, without decoding the pixels."""
+    try:
+        with Image.open(path) as im:
+            return ImageHeader(im.width, im.height, im.mode, int(getattr(im, "n_frames", 1)))
+    except FileNotFoundError:
+        raise DataError(f"{path} does not exist; fix the path or remove it from the data set") from None
+    except Exception as e:
+        raise DataError(f"{path} is no readable image ({_reason(e, path)}); re-export or delete the file") from None
 
 
 def image_info(path: str | Path) -> tuple[int, int, str]:
     """``(width, height, Pillow mode)`` from the file header, without decoding the pixels."""
-    try:
-        with Image.open(path) as im:
-            return im.width, im.height, im.mode
-    except FileNotFoundError:
-        raise DataError(f"{path} does not exist; fix the path or remove it from the data set") from None
-    except Exception as e:
-        raise DataError(f"{path} is no readable image ({e}); re-export or delete the file") from None
+    return image_header(path)[:3]
 
 
 def _to_uint8(arr: np.ndarray) -> np.ndarray:

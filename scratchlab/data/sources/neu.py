@@ -54,7 +54,9 @@ class NEUSource:
         for path in images:
             cls = self._class_of(path)
             label = NEU_CLASSES.index(cls) if multiclass else int(cls == "scratches")
-            samples.append(Sample(path, label, boxes=boxes.get(path.stem, ()), meta={"defect": cls}))
+            xml, found = boxes.get(path.stem, (None, ()))
+            meta = {"defect": cls, **({"annotation": str(xml)} if xml else {})}
+            samples.append(Sample(path, label, boxes=found, meta=meta))
         return SampleIndex(samples, list(NEU_CLASSES if multiclass else SCRATCH_CLASSES))
 
     def _class_of(self, path: Path) -> str:
@@ -65,16 +67,16 @@ class NEUSource:
         raise DataError(f"cannot tell the NEU class of {path}: its name or folder must start with one of "
                         f"{NEU_CLASSES} (or Cr_, In_, Pa_, PS_, RS_, Sc_); rename or remove it")
 
-    def _boxes(self) -> dict[str, tuple[Box, ...]]:
-        """Boxes per image stem: by ``<filename>`` tag first, then by the xml file's own stem."""
-        by_tag: dict[str, tuple[Box, ...]] = {}
-        by_file: dict[str, tuple[Box, ...]] = {}
+    def _boxes(self) -> dict[str, tuple[Path, tuple[Box, ...]]]:
+        """(xml file, boxes) per image stem: by ``<filename>`` tag first, then by the xml file's own stem."""
+        by_tag: dict[str, tuple[Path, tuple[Box, ...]]] = {}
+        by_file: dict[str, tuple[Path, tuple[Box, ...]]] = {}
         for xml in sorted(self.root.rglob("*.xml")):
             tag, boxes = _read_voc(xml)
             if tag:
                 name = Path(tag)
-                by_tag[name.stem if name.suffix.lower() in IMAGE_EXTENSIONS else name.name] = boxes
-            by_file[xml.stem] = boxes
+                by_tag[name.stem if name.suffix.lower() in IMAGE_EXTENSIONS else name.name] = (xml, boxes)
+            by_file[xml.stem] = (xml, boxes)
         return {**by_file, **by_tag}
 
 

@@ -117,6 +117,10 @@ class VIASource:
                 instances = rasterize_regions(regions, height, width, self.stroke_width)
             except DataError as e:
                 raise DataError(f"{self.annotations}, image {name}: {e}") from None
+            outside = [j for j, m in enumerate(instances) if not m.any()]
+            if outside:
+                raise DataError(f"{self.annotations}, image {name}: region {outside[0]} lies outside the "
+                                f"{width}x{height} image; fix its coordinates in VIA")
             mask = self._write_mask(name, np.maximum.reduce(instances))
             polygons = tuple(p for p in map(_outline, instances) if p)
             samples.append(Sample(image, 1, mask=mask, polygons=polygons))
