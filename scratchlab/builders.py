@@ -42,7 +42,8 @@ def build_datamodule(cfg: DictConfig) -> ScratchDataModule:
         batch_size=d.batch_size, num_workers=d.num_workers, pin_memory=d.pin_memory,
         mask_threshold=d.mask_threshold, check=d.check, seed=cfg.seed,
         synthetic_fraction=d.get("synthetic_fraction", 0.0), synthetic_appearance=d.get("synthetic_appearance", "ink"),
-        synthetic_dir=d.get("synthetic_dir"))
+        synthetic_dir=d.get("synthetic_dir"), cache_images=d.get("cache_images", "auto"),
+        cache_max_gb=d.get("cache_max_gb", 2.0))
 
 
 class TrainCounts(NamedTuple):

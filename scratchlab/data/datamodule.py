@@ -7,12 +7,15 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+import albumentations as A
 import pandas as pd
 import pytorch_lightning as pl
+import torch
 from torch.utils.data import DataLoader
 
 from scratchlab.data.io import image_info, read_mask
 from scratchlab.data.dataset import ImageDataset, pad_collate, seed_worker_transform
+from scratchlab.data.memory_cache import CachedImageDataset, cache_bytes
 from scratchlab.data.splits import split_samples, splits_to_frame
 from scratchlab.data.transforms import Preprocess, build_transform
 from scratchlab.data.types import SampleIndex
@@ -26,9 +29,10 @@ class ScratchDataModule(pl.LightningDataModule):
     """Loads a ``SampleIndex`` from ``source``, checks it, splits it and serves the three splits."""
 
     def __init__(self, source: Any, preprocess: Preprocess, split: Mapping, augment: Mapping | None = None,
-                 batch_size: int = 32, num_workers: int = 0, pin_memory: bool = False, mask_threshold: int = 128,
+                 batch_size: int = 32, num_workers: int = 0, pin_memory: bool | str = False, mask_threshold: int = 128,
                  check: bool = True, seed: int = 0, synthetic_fraction: float = 0.0,
-                 synthetic_appearance: str = "ink", synthetic_dir: str | Path | None = None) -> None:
+                 synthetic_appearance: str = "ink", synthetic_dir: str | Path | None = None,
+                 cache_images: bool | str = "auto", cache_max_gb: float = 2.0) -> None:
         super().__init__()
         self.source = source
         self.preprocess = preprocess
@@ -36,7 +40,11 @@ class ScratchDataModule(pl.LightningDataModule):
         self.augment = augment
         self.batch_size = batch_size
         self.num_workers = num_workers
-        self.pin_memory = pin_memory
+        self.pin_memory = torch.cuda.is_available() if pin_memory == "auto" else bool(pin_memory)
+        if cache_images not in (True, False, "auto"):
+            raise ConfigError(f"data.cache_images={cache_images!r}: use true, false or auto")
+        self.cache_images = cache_images
+        self.cache_max_gb = float(cache_max_gb)
         self.mask_threshold = mask_threshold
         self.check = check
         self.seed = seed
@@ -83,13 +91,26 @@ class ScratchDataModule(pl.LightningDataModule):
             fold=s.get("fold"), num_folds=s.get("num_folds"))
         if self.synthetic_fraction > 0 and self.splits.get("train"):
             self.splits["train"] = self.splits["train"] + self._synthetic_train(index)
+        cache = self._cache_wanted(sum(len(self.splits.get(name) or []) for name in SPLITS))
         for name in SPLITS:
             if not self.splits.get(name):
                 raise DataError(f"the {name} split is empty ({len(index.samples)} images in all); "
                                 f"add images or change data.split fractions")
-            train = name == "train"
-            transform = build_transform(self.preprocess, self.augment, train=train, seed=self.seed)
-            self.datasets[name] = ImageDataset(self.splits[name], transform, self.mask_threshold, self.preprocess)
+            transform = build_transform(self.preprocess, self.augment, train=name == "train", seed=self.seed,
+                                        geometry=not cache)
+            if cache:
+                self.datasets[name] = CachedImageDataset(self.splits[name], transform, A.Compose(self.preprocess.geometry()),
+                                                         self.mask_threshold, self.preprocess)
+            else:
+                self.datasets[name] = ImageDataset(self.splits[name], transform, self.mask_threshold, self.preprocess)
+
+    def _cache_wanted(self, count: int) -> bool:
+        """Keep the images in memory after resizing: always (true), never (false), or when ``count`` of them
+        fit in ``cache_max_gb`` (auto; native-resolution inputs, whose size is unknown, are not cached)."""
+        if self.cache_images != "auto":
+            return bool(self.cache_images)
+        need = cache_bytes(self.preprocess, count)
+        return need is not None and need <= self.cache_max_gb * 2**30
 
     def _synthetic_train(self, index: SampleIndex) -> list:
         """``round(synthetic_fraction * len(train))`` bad images scratched from the training split's good
@@ -139,6 +160,8 @@ class ScratchDataModule(pl.LightningDataModule):
 
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
         dataset = self.datasets[split]
+        if isinstance(dataset, CachedImageDataset):
+            dataset.fill(threads=max(self.num_workers, 1))  # before the workers start, so they share it
         # A last training batch of one image breaks batch norm; drop it when there is more than one batch.
         drop_last = shuffle and len(dataset) > self.batch_size
         return DataLoader(dataset, batch_size=self.batch_size, shuffle=shuffle, drop_last=drop_last,

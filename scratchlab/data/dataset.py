@@ -30,6 +30,16 @@ class ImageDataset(Dataset):
 
     def __getitem__(self, i: int) -> dict:
         s = self.samples[i]
+        image, mask, original = self.load(i)
+        out = self.transform(image=image, mask=mask)
+        return {"image": out["image"], "label": s.label, "mask": torch.as_tensor(out["mask"]).float(),
+                "path": str(s.image), "size": torch.tensor(self._content_size(*original)),
+                "original_size": torch.tensor(original)}
+
+    def load(self, i: int) -> tuple[np.ndarray, np.ndarray, tuple[int, int]]:
+        """Sample ``i``'s image and 0/1 mask as read (subclasses may return them already resized), and the
+        (height, width) of the image file."""
+        s = self.samples[i]
         image = read_image(s.image)
         if s.mask is not None:
             mask = read_mask(s.mask, threshold=self.mask_threshold)
@@ -38,10 +48,7 @@ class ImageDataset(Dataset):
                                 f"{image.shape[1]}x{image.shape[0]}; masks must match their images")
         else:
             mask = np.zeros(image.shape[:2], np.uint8)
-        out = self.transform(image=image, mask=mask)
-        return {"image": out["image"], "label": s.label, "mask": torch.as_tensor(out["mask"]).float(),
-                "path": str(s.image), "size": torch.tensor(self._content_size(*image.shape[:2])),
-                "original_size": torch.tensor(image.shape[:2])}
+        return image, mask, image.shape[:2]
 
     def _content_size(self, height: int, width: int) -> tuple[int, int]:
         """Height and width of the image inside the (padded) network input."""

@@ -116,11 +116,12 @@ def _check_augmentation(name: str, transform: A.BasicTransform) -> None:
 
 
 def build_transform(pre: Preprocess, augment: Mapping | None = None, train: bool = False,
-                    seed: int | None = None) -> A.Compose:
+                    seed: int | None = None, geometry: bool = True) -> A.Compose:
     """Geometry (resize / letterbox / pad) first, then the training augmentations at the network's input
     size, then normalization: training and evaluation frame every image the same way, and masks follow
-    every step. Evaluation and prediction (``train=False``) get geometry and normalization only."""
-    steps = pre.geometry() + (build_augmentations(augment) if train else []) + pre.tail()
+    every step. Evaluation and prediction (``train=False``) get geometry and normalization only;
+    ``geometry=False`` leaves the geometry out, for images kept in memory already resized."""
+    steps = (pre.geometry() if geometry else []) + (build_augmentations(augment) if train else []) + pre.tail()
     return A.Compose(steps, seed=seed)
 
 
