@@ -14,7 +14,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from scratchlab.data.io import image_info, read_mask
-from scratchlab.data.dataset import ImageDataset, pad_collate, seed_worker_transform
+from scratchlab.data.dataset import ImageDataset, pad_collate, seeded_loading
 from scratchlab.data.memory_cache import CachedImageDataset, cache_bytes
 from scratchlab.data.splits import split_samples, splits_to_frame
 from scratchlab.data.transforms import Preprocess, build_transform
@@ -164,10 +164,9 @@ class ScratchDataModule(pl.LightningDataModule):
             dataset.fill(threads=max(self.num_workers, 1))  # before the workers start, so they share it
         # A last training batch of one image breaks batch norm; drop it when there is more than one batch.
         drop_last = shuffle and len(dataset) > self.batch_size
-        return DataLoader(dataset, batch_size=self.batch_size, shuffle=shuffle, drop_last=drop_last,
-                          num_workers=self.num_workers, pin_memory=self.pin_memory,
-                          persistent_workers=self.num_workers > 0, worker_init_fn=seed_worker_transform,
-                          collate_fn=self._collate())
+        return DataLoader(dataset, batch_size=self.batch_size, drop_last=drop_last, num_workers=self.num_workers,
+                          pin_memory=self.pin_memory, persistent_workers=self.num_workers > 0,
+                          collate_fn=self._collate(), **seeded_loading(len(dataset), self.seed, shuffle))
 
     def _collate(self) -> Callable | None:
         """Native-size (pad) batches are padded to their largest image with the preprocessing's black."""

@@ -1,11 +1,13 @@
 """A torch Dataset over ``Sample`` records: reads the image (and mask) and applies one transform."""
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import albumentations as A
 import numpy as np
 import torch
 from torch.nn import functional as F
-from torch.utils.data import Dataset, get_worker_info
+from torch.utils.data import Dataset, Sampler
 
 from scratchlab.data.io import read_image, read_mask
 from scratchlab.data.transforms import Preprocess, content_box
@@ -28,7 +30,10 @@ class ImageDataset(Dataset):
     def __len__(self) -> int:
         return len(self.samples)
 
-    def __getitem__(self, i: int) -> dict:
+    def __getitem__(self, key: int | tuple[int, int]) -> dict:
+        """Item ``key``: an index, or ``(index, augmentation seed)`` as ``EpochSampler`` yields them."""
+        i, seed = key if isinstance(key, tuple) else (key, augmentation_seed(0, 0, key))
+        seed_augmentations(self.transform, seed)
         s = self.samples[i]
         image, mask, original = self.load(i)
         out = self.transform(image=image, mask=mask)
@@ -81,8 +86,42 @@ def pad_collate(items: list[dict], fill: tuple[float, ...] = (0.0, 0.0, 0.0)) ->
             "path": [it["path"] for it in items]}
 
 
-def seed_worker_transform(_worker_id: int) -> None:
-    """``worker_init_fn``: give each loader worker its own reproducible augmentation stream."""
-    info = get_worker_info()
-    if info is not None:
-        info.dataset.transform.set_random_seed(torch.initial_seed() % 2**32)
+def augmentation_seed(seed: int, epoch: int, index: int) -> int:
+    """The random seed of one sample's augmentations in one epoch."""
+    return int(np.random.SeedSequence([seed, epoch, index]).generate_state(1)[0])
+
+
+def seed_augmentations(transform: A.BaseCompose | A.BasicTransform, seed: int) -> None:
+    """Seed ``transform`` and give each of its steps its own stream derived from ``seed``
+    (albumentations' ``set_random_seed`` hands every step the same stream: both flips would always coincide)."""
+    transform.set_random_seed(seed)
+    steps = getattr(transform, "transforms", [])
+    for step, child in zip(steps, np.random.SeedSequence(seed).generate_state(len(steps))):
+        seed_augmentations(step, int(child))
+
+
+class EpochSampler(Sampler[tuple[int, int]]):
+    """Yields ``(index, augmentation seed)`` for ``n`` samples, shuffled (with ``shuffle``) from
+    ``(seed, epoch)``, each sample's augmentation seeded from ``(seed, epoch, index)``: what a batch holds
+    depends on neither the number of loader workers nor any global random state. Lightning calls
+    ``set_epoch``; without it (a wrapping distributed sampler) each pass counts as the next epoch."""
+
+    def __init__(self, n: int, seed: int, shuffle: bool) -> None:
+        self.n, self.seed, self.shuffle, self.epoch = n, seed, shuffle, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        epoch, self.epoch = self.epoch, self.epoch + 1
+        order = np.random.default_rng([self.seed, epoch]).permutation(self.n) if self.shuffle else range(self.n)
+        return iter([(int(i), augmentation_seed(self.seed, epoch, int(i))) for i in order])
+
+
+def seeded_loading(n: int, seed: int, shuffle: bool) -> dict:
+    """``DataLoader`` arguments for ``n`` samples that make loading reproducible for any ``num_workers``:
+    an ``EpochSampler`` and the loader's own generator (worker seeds drawn from it, not from torch's)."""
+    return {"sampler": EpochSampler(n, seed, shuffle), "generator": torch.Generator().manual_seed(seed)}

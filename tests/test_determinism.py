@@ -1,0 +1,59 @@
+"""Augmentations are seeded per sample from (seed, epoch, index): results do not depend on data.num_workers."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import albumentations as A
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+
+from scratchlab.config import compose
+from scratchlab.data.dataset import ImageDataset, seed_augmentations, seeded_loading
+from scratchlab.data.sources.folder import FolderSource
+from scratchlab.data.transforms import Preprocess, build_transform
+from scratchlab.training import run_training
+from tests.conftest import tiny_overrides
+
+AUGMENT = {"hflip": {"_target_": "albumentations.HorizontalFlip", "p": 0.5},
+           "vflip": {"_target_": "albumentations.VerticalFlip", "p": 0.5},
+           "brightness": {"_target_": "albumentations.RandomBrightnessContrast", "p": 0.5}}
+
+
+def _epochs(dataset: ImageDataset, workers: int, epochs: int = 2) -> list[torch.Tensor]:
+    loader = DataLoader(dataset, batch_size=4, num_workers=workers, persistent_workers=workers > 0,
+                        **seeded_loading(len(dataset), seed=3, shuffle=True))
+    out = []
+    for epoch in range(epochs):
+        loader.sampler.set_epoch(epoch)
+        out.append(torch.cat([batch["image"] for batch in loader]))
+    return out
+
+
+def test_batches_are_the_same_for_any_number_of_workers(tiny_dataset: Path) -> None:
+    samples = FolderSource(tiny_dataset).load().samples[:16]
+    dataset = ImageDataset(samples, build_transform(Preprocess(image_size=32), AUGMENT, train=True, seed=3))
+    serial, parallel = _epochs(dataset, workers=0), _epochs(dataset, workers=2)
+    for a, b in zip(serial, parallel):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+    assert not torch.equal(serial[0], serial[1]), "each epoch gets its own shuffle and augmentations"
+
+
+def test_each_augmentation_step_has_its_own_stream() -> None:
+    image = np.arange(12, dtype=np.uint8).reshape(3, 4)
+    flips = A.Compose([A.HorizontalFlip(p=0.5), A.VerticalFlip(p=0.5)])
+    seen = set()
+    for seed in range(40):
+        seed_augmentations(flips, seed)
+        corner = int(flips(image=image)["image"][0, 0])
+        seen.add((corner in (3, 11), corner in (8, 11)))  # (flipped left-right, flipped up-down)
+    assert seen == {(False, False), (True, False), (False, True), (True, True)}
+
+
+def test_training_metrics_are_the_same_with_0_and_2_workers(tmp_path: Path, tiny_dataset: Path) -> None:
+    runs = []
+    for workers in (0, 2):
+        overrides = tiny_overrides(tmp_path, tiny_dataset, f"w{workers}") + [
+            f"data.num_workers={workers}", "augment=light", "data.cache_images=false", "seed=5"]
+        runs.append(run_training(compose("train", overrides)))
+    assert runs[0] == runs[1]
