@@ -133,6 +133,15 @@ def as_rgb(image: np.ndarray) -> np.ndarray:
     return cv2.cvtColor(np.ascontiguousarray(gray), cv2.COLOR_GRAY2RGB)
 
 
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("scratchlab")
+    except PackageNotFoundError:
+        return "unknown"
+
+
 def _try_read(path: str | Path) -> np.ndarray | DataError:
     try:
         return read_image(path)
@@ -244,9 +253,7 @@ class Predictor:
 
     def metadata(self) -> dict[str, Any]:
         """What an exported file stores so that ``from_exported`` decides like this predictor."""
-        from scratchlab import __version__
-
-        return {"format_version": EXPORT_FORMAT, "scratchlab_version": __version__, "spec": self.spec.to_dict(),
+        return {"format_version": EXPORT_FORMAT, "scratchlab_version": _version(), "spec": self.spec.to_dict(),
                 "source": self.source,
                 "input": {"name": INPUT_NAME, "layout": "NHWC", "dtype": "uint8", "channels": "RGB",
                           "geometry": "apply spec.preprocess (stretch/letterbox/pad) first; normalization is in "

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from mlflow.tracking import MlflowClient
 
+from scratchlab.checkpoints import read_checkpoint
 from scratchlab.cli import run_or_exit
 from scratchlab.config import compose
 from scratchlab.evaluation.cache import Predictions
@@ -81,7 +81,7 @@ def test_segmenter_metrics_and_min_area_sweep_reuse_the_cache(trained: dict, mon
     root, parent = trained["root"], trained["seg_run"]
     first = evaluate(_eval_cfg(root, f"run_id={parent}", "log_predictions=never"))
     for key in ("test/dice", "test/iou", "test/pixel_recall", "test/recall_bad", "test/precision_bad"):
-        assert first[key] == pytest.approx(trained["seg_metrics"][key], abs=0.02), key  # uint8 cache rounding
+        assert first[key] == pytest.approx(trained["seg_metrics"][key], abs=1e-5), key
     client = _client(root)
     key = _children(client, parent)[0].data.tags["scratchlab.prediction_cache"]
     cache = root / "logs/prediction_cache" / f"{key}.npz"
@@ -90,7 +90,7 @@ def test_segmenter_metrics_and_min_area_sweep_reuse_the_cache(trained: dict, mon
     def no_network(*args, **kwargs):
         raise AssertionError("the model was loaded although its predictions are cached")
 
-    monkeypatch.setattr("scratchlab.checkpoints.load_task", no_network)
+    monkeypatch.setattr("scratchlab.builders.load_task", no_network)
     monkeypatch.setattr("scratchlab.evaluation.cache.compute_predictions", no_network)
     nothing_bad = evaluate(_eval_cfg(root, f"run_id={parent}", "decision.min_area=100000", "log_predictions=never"))
     assert nothing_bad["test/recall_bad"] == 0.0
@@ -152,7 +152,7 @@ def test_chooser_writes_operating_point_into_checkpoint(trained: dict, tmp_path:
     shutil.copy(trained["cls_ckpt"], ckpt)
     root = trained["root"]
     metrics = evaluate(_eval_cfg(root, f"ckpt={ckpt}", "choose=target_recall", "decision.target_recall=1.0"))
-    point = torch.load(ckpt, weights_only=False)["hyper_parameters"]["operating_point"]
+    point = read_checkpoint(ckpt).operating_point
     assert point["method"] == "target_recall" and point["target_met"] and point["original"]["threshold"] == 0.5
     # recall 1 on the validation split: the highest such threshold is the lowest P(bad) of a bad image
     val = Predictions.load(root / "logs/prediction_cache" / f"{point['prediction_cache']}.npz")
@@ -174,7 +174,7 @@ def test_segmenter_chooser_picks_min_area(trained: dict, tmp_path: Path) -> None
     shutil.copy(trained["seg_ckpt"], ckpt)
     evaluate(_eval_cfg(trained["root"], f"ckpt={ckpt}", "choose=best_f1", "choose_mask_thresholds=[0.3,0.5]",
                        "log_predictions=never"))
-    point = torch.load(ckpt, weights_only=False)["hyper_parameters"]["operating_point"]
+    point = read_checkpoint(ckpt).operating_point
     assert point["method"] == "best_f1" and point["mask_threshold"] in (0.3, 0.5)
     assert point["min_area"] >= 1 and point["min_area_ratio"] is None and "threshold" not in point
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import asdict
 from pathlib import Path
 
 import cv2
@@ -74,26 +75,29 @@ def test_exported_model_decides_like_the_checkpoint(models: dict[str, Path], exp
 def test_metadata_travels_with_the_file(models: dict[str, Path], exported: dict) -> None:
     meta = json.loads({p.key: p.value for p in onnx.load(str(exported["unet", "onnx"])).metadata_props}[METADATA_KEY])
     reference = Predictor.from_checkpoint(models["unet"])
-    assert meta["task"] == "segmentation" and meta["class_names"] == ["good", "bad"]
-    assert meta["preprocess"] == reference.preprocess.to_dict() and meta["preprocess"]["resize"] == "pad"
-    assert meta["decision"]["mask_threshold"] == reference.decision.mask_threshold
+    spec = meta["spec"]
+    assert spec["task"] == "segmentation" and spec["class_names"] == ["good", "bad"]
+    assert spec["preprocess"] == reference.preprocess.to_dict() and spec["preprocess"]["resize"] == "pad"
+    assert spec["decision"] == asdict(reference.decision) and meta["outputs"] == ["prob_map"]
     dims = onnx.load(str(exported["unet", "onnx"])).graph.input[0].type.tensor_type.shape.dim
     assert [d.dim_param or d.dim_value for d in dims] == ["batch", "height", "width", 3], "pad mode: dynamic H, W"
     dims = onnx.load(str(exported["cnn", "onnx"])).graph.input[0].type.tensor_type.shape.dim
     assert [d.dim_param or d.dim_value for d in dims] == ["batch", 32, 32, 3]
     extra = {TORCHSCRIPT_EXTRA: ""}
     torch.jit.load(str(exported["cnn", "torchscript"]), _extra_files=extra)
-    meta = json.loads(extra[TORCHSCRIPT_EXTRA])
-    assert meta["task"] == "classification" and meta["preprocess"]["image_size"] == 32
-    assert meta["preprocess"]["resize"] == "stretch"
+    spec = json.loads(extra[TORCHSCRIPT_EXTRA])["spec"]
+    assert spec["task"] == "classification" and spec["preprocess"]["image_size"] == 32
+    assert spec["preprocess"]["resize"] == "stretch"
 
 
 def test_export_refuses_what_it_cannot_do(models: dict[str, Path], tmp_path: Path) -> None:
-    ckpt = torch.load(models["cnn"], map_location="cpu", weights_only=False)
-    ckpt["hyper_parameters"]["config"]["model"]["task"] = "two_stage"
-    torch.save(ckpt, tmp_path / "two_stage.ckpt")
+    ckpt = torch.load(models["unet"], map_location="cpu", weights_only=True)
+    ckpt["scratchlab"]["spec"]["task"] = "instance"  # a task class without an exported form
+    ckpt["scratchlab"]["spec"]["options"] = {"score_threshold": 0.5}
+    torch.save(ckpt, tmp_path / "instance.ckpt")
     with pytest.raises(ConfigError, match="export supports classification and segmentation models"):
-        export_model(tmp_path / "two_stage.ckpt", tmp_path / "x.onnx")
+        export_model(tmp_path / "instance.ckpt", tmp_path / "x.onnx")
+    assert not (tmp_path / "x.onnx").exists()
     with pytest.raises(ConfigError, match="must end in .onnx"):
         export_model(models["cnn"], tmp_path / "x.pt", "onnx")
     with pytest.raises(ConfigError, match="format="):

@@ -99,3 +99,27 @@ def test_missing_weights_fail_fast_with_one_line(tmp_path: Path, monkeypatch: py
         timm_classifier("convnext_atto", pretrained=True)
     with pytest.raises(ConfigError, match="does not exist"):
         timm_classifier("convnext_atto", weights_path=str(tmp_path / "nope.pth"))
+
+
+def test_model_config_without_task_is_a_config_error(tmp_path: Path) -> None:
+    from omegaconf import open_dict
+
+    cfg = _cfg(tmp_path, "model=cnn")
+    with open_dict(cfg):
+        del cfg.model["task"]
+    with pytest.raises(ConfigError, match="the model config has no task: add task:"):
+        build_task(cfg, ["good", "bad"])
+
+
+def test_a_new_backbone_is_one_short_yaml(tmp_path: Path) -> None:
+    """Every timm / smp model config extends its base and adds a few lines; the base alone is usable."""
+    for path in (CONFIG_DIR / "model").glob("*.yaml"):
+        lines = [line for line in path.read_text().splitlines() if line.strip()]
+        if any(line.startswith(("defaults: [timm", "defaults: [smp")) for line in lines):
+            assert len(lines) <= 7, path.name
+    timm = _cfg(tmp_path, "model=timm", "model.name=resnet10t", "model.image_size=32").model
+    assert timm.task == "classification" and timm.name == "resnet10t"
+    smp = _cfg(tmp_path, "model=smp", "model.arch=Linknet", "model.encoder_name=resnet18").model
+    assert smp.task == "segmentation" and smp.name == "Linknet-resnet18"
+    task = build_task(_cfg(tmp_path, "model=unet", "model.encoder_name=resnet18"), ["good", "bad"])
+    assert task.net.__class__.__name__ == "Unet" and task.preprocess.image_size == 128

@@ -16,9 +16,12 @@ from scratchlab.data.io import read_image
 from scratchlab.data.transforms import Preprocess, build_transform
 from scratchlab.errors import ConfigError, DataError
 from scratchlab.data.transforms import content_box, restore_geometry
+from scratchlab.checkpoints import ModelSpec, write_operating_point
 from scratchlab.inference import Predictor
 from scratchlab.postprocess import DecisionParams, decide_from_instances, decide_from_probability, decide_from_score
 from scratchlab.tasks.classification import logits_to_probs
+from scratchlab.tasks.instance import InstanceSegmentationTask, union_map
+from scratchlab.tasks.segmentation import SegmentationTask
 from tests.conftest import run_cli, tiny_overrides, write_tiny_folder_dataset
 
 MODELS = {"cnn": ["model=cnn", "model.image_size=32"], "unet": ["model=unet", "model.encoder_name=resnet18"]}
@@ -151,16 +154,16 @@ def test_segmenter_decision_is_the_rule_on_the_task_output(models: dict[str, Pat
 
 
 def test_operating_point_overrides_config_and_overrides_win(models: dict[str, Path], tmp_path: Path) -> None:
-    ckpt = torch.load(models["cnn"], map_location="cpu", weights_only=False)
     assert Predictor.from_checkpoint(models["cnn"]).decision.threshold == 0.5
-    ckpt["hyper_parameters"]["operating_point"] = {"decision": {"threshold": 0.123}, "recall": 0.99}
-    torch.save(ckpt, tmp_path / "op.ckpt")
-    assert Predictor.from_checkpoint(tmp_path / "op.ckpt").decision.threshold == 0.123
-    assert Predictor.from_checkpoint(tmp_path / "op.ckpt", {"threshold": 0.9}).decision.threshold == 0.9
-    ckpt["hyper_parameters"]["operating_point"] = {"threshold": 0.25, "min_area": 7}  # the flat form
-    torch.save(ckpt, tmp_path / "flat.ckpt")
-    params = Predictor.from_checkpoint(tmp_path / "flat.ckpt").decision
-    assert (params.threshold, params.min_area) == (0.25, 7)
+    copy = tmp_path / "op.ckpt"
+    shutil.copy(models["cnn"], copy)
+    point = write_operating_point(copy, {"threshold": 0.123, "min_area": 7})
+    assert point["original"]["threshold"] == 0.5 and point["previous"] is None
+    params = Predictor.from_checkpoint(copy).decision
+    assert (params.threshold, params.min_area) == (0.123, 7)
+    assert Predictor.from_checkpoint(copy, {"threshold": 0.9}).decision.threshold == 0.9
+    assert Predictor.from_checkpoint(copy, use_operating_point=False).decision.threshold == 0.5
+    assert write_operating_point(copy, {"threshold": 0.2})["previous"]["threshold"] == 0.123
     with pytest.raises(ConfigError, match="treshold"):
         Predictor.from_checkpoint(models["cnn"], {"treshold": 0.3})
 
@@ -201,19 +204,37 @@ def test_predict_paths_batches_like_single_calls(models: dict[str, Path], tmp_pa
     assert predictor(deep).score == pytest.approx(predictor((deep >> 8).astype(np.uint8)).score, abs=1e-6)
 
 
+def _spec(task: str, pre: Preprocess, params: DecisionParams, **options: float) -> ModelSpec:
+    return ModelSpec(task=task, class_names=("good", "bad"), preprocess=pre, decision=params, options=options)
+
+
 def test_instance_output_is_judged_by_decide_from_instances() -> None:
     """Mask R-CNN output (N, 1, H, W) + scores -> union of kept instances (no tiny Mask R-CNN finds any)."""
     params = DecisionParams(mask_threshold=0.5, min_area=10)
-    predictor = Predictor(None, "instance", Preprocess(image_size=32, resize="pad"), params, ["good", "bad"],
-                          extra_thresholds={"score_threshold": 0.6})
+    spec = _spec("instance", Preprocess(image_size=None, resize="pad"), params, score_threshold=0.6)
     masks = np.zeros((3, 1, 30, 40), np.float32)
     masks[0, 0, 5:8, 2:30] = 0.9   # kept: 84 px
     masks[1, 0, 20:25, 10:20] = 0.8  # score below 0.6: ignored
     masks[2, 0, 5:7, 25:38] = 0.7  # kept, overlaps the first
-    pred = predictor._finish((masks, np.array([0.9, 0.3, 0.7], np.float32)), (30, 40), "x.png")
-    expected = decide_from_instances(masks, np.array([0.9, 0.3, 0.7]), params, score_threshold=0.6)
-    assert pred.decision == "bad" and np.array_equal(pred.mask, expected.mask * 255)
-    assert pred.details.scratch_area == expected.scratch_area == 84 + 2 * 8 and pred.score == pytest.approx(0.9)
-    assert pred.thresholds["score_threshold"] == 0.6 and len(pred.components) == 1
-    none = predictor._finish((np.zeros((0, 1, 30, 40), np.float32), np.zeros(0, np.float32)), (30, 40), None)
-    assert none.decision == "good" and none.score == 0.0 and not none.mask.any()
+    scores = np.array([0.9, 0.3, 0.7], np.float32)
+    raw = {"prob_map": union_map({"masks": torch.from_numpy(masks), "scores": torch.from_numpy(scores)}, 0.6,
+                                 (30, 40)).numpy()}
+    verdict = InstanceSegmentationTask.judge(raw, (30, 40), spec)
+    expected = decide_from_instances(masks, scores, params, score_threshold=0.6)
+    assert verdict.is_bad and np.array_equal(verdict.details.mask, expected.mask)
+    assert verdict.scratch_area == expected.scratch_area == 84 + 2 * 8 and verdict.score == pytest.approx(0.9)
+    empty = {"masks": torch.zeros((0, 1, 30, 40)), "scores": torch.zeros(0)}
+    none = InstanceSegmentationTask.judge({"prob_map": union_map(empty, 0.6, (30, 40)).numpy()}, (30, 40), spec)
+    assert not none.is_bad and none.score == 0.0 and not none.details.mask.any()
+
+
+def test_areas_are_counted_in_original_image_pixels() -> None:
+    """A model that sees images scaled to 32 px: a 4x8 scratch in its map is 16x32 pixels of a 128x256 image."""
+    pre = Preprocess(image_size=32, resize="pad")
+    prob = np.zeros((16, 32), np.float32)  # the content of a 128x256 image scaled by 1/8 (padding cut off)
+    prob[6:10, 10:18] = 0.9
+    verdict = SegmentationTask.judge({"prob_map": prob}, (128, 256), _spec("segmentation", pre, DecisionParams(
+        min_area=300)))
+    assert verdict.probability.shape == (128, 256)
+    assert abs(verdict.scratch_area - 4 * 8 * 64) <= 4 * 8 * 64 * 0.2 and verdict.is_bad  # not 32 network pixels
+    assert verdict.details.components[0].box.x1 >= 70 and verdict.details.components[0].box.x2 <= 150
