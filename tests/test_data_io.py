@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from scratchlab.data.io import file_digest, image_info, list_images, read_image, read_mask
+from scratchlab.data.io import file_digest, image_header, image_info, list_images, read_image, read_mask
 from scratchlab.errors import DataError
 
 RNG = np.random.default_rng(0)
@@ -162,3 +162,21 @@ def test_image_info_and_list_images(tmp_path):
     assert [p.name for p in list_images(tmp_path)] == ["a.jpg", "b.PNG"]
     assert [p.name for p in list_images(tmp_path, recursive=True)] == ["a.jpg", "b.PNG", "c.tif"]
     assert list_images(tmp_path / "missing") == []
+
+
+def test_animated_gif_is_listed_and_read_from_its_first_frame(tmp_path):
+    frames = [Image.fromarray(np.full((5, 6), v, np.uint8)) for v in (10, 200)]
+    frames[0].save(tmp_path / "a.gif", save_all=True, append_images=frames[1:])
+    assert image_header(tmp_path / "a.gif") == (6, 5, "P", 2)
+    assert list_images(tmp_path) == [tmp_path / "a.gif"]
+    assert read_image(tmp_path / "a.gif").max() < 50
+
+
+@pytest.mark.parametrize("content", [b"", b"junk", b"\x89PNG\r\n\x1a\n" + b"\x00" * 20])
+def test_undecodable_file_is_named_once(tmp_path, content):
+    path = tmp_path / "x.png"
+    path.write_bytes(content)
+    for read in (read_image, image_header):
+        with pytest.raises(DataError) as err:
+            read(path)
+        assert str(err.value).count("x.png") == 1, str(err.value)

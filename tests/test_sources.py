@@ -265,3 +265,17 @@ def test_via_errors(tmp_path):
     (tmp_path / "via_region_data.json").write_text(json.dumps({"project": {}, "file": {}}))
     with pytest.raises(DataError, match="filename"):
         VIASource(tmp_path).load()
+
+
+def test_via_region_outside_the_image_is_an_error(tmp_path):
+    _via_images(tmp_path)
+    away = {"shape_attributes": {"name": "polygon", "all_points_x": [100, 120, 110], "all_points_y": [5, 5, 20]}}
+    (tmp_path / "via_region_data.json").write_text(json.dumps({"a": {"filename": "a.png", "regions": [away]}}))
+    with pytest.raises(DataError, match="a.png: region 0 lies outside the 64x60 image"):
+        VIASource(tmp_path).load()
+
+
+def test_neu_samples_name_their_annotation_file(tmp_path):
+    _neu_det(tmp_path)
+    s = _by_name(NEUSource(tmp_path).load())
+    assert s["crazing_2.jpg"].meta["annotation"] == str(tmp_path / "ANNOTATIONS" / "crazing_2.xml")
