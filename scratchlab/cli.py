@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import logging
 import os
+import re
 import sys
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -16,7 +17,12 @@ from typing import Any, TypeVar
 import hydra
 from hydra.errors import CompactHydraException, InstantiationException, MissingConfigException, OverrideParseException
 from omegaconf import DictConfig
-from omegaconf.errors import InterpolationResolutionError, MissingMandatoryValue
+from omegaconf.errors import (
+    ConfigAttributeError,
+    ConfigKeyError,
+    InterpolationResolutionError,
+    MissingMandatoryValue,
+)
 
 from scratchlab.config import CONFIG_DIR
 from scratchlab.errors import ScratchlabError
@@ -59,6 +65,11 @@ def composition_error(err: CompactHydraException) -> str:
         lines = [f"{line} {', '.join(err.options)}" if line.startswith("Available options") else line for line in lines]
     message = "; ".join(line.rstrip(".") for line in lines)
     cause = err.__cause__
+    key = re.search(r"Could not override '([^']+)'", message)
+    if isinstance(cause, (ConfigKeyError, ConfigAttributeError)) and key:  # a key the config lacks
+        given = re.search(r"use \+(\S+)", message)
+        return (f"{given.group(1) if given else key.group(1)}: {key.group(1)} is not a key of this config; "
+                f"check the spelling (--cfg job prints the whole config)")
     if cause is not None and str(cause).strip():
         message += f" ({str(cause).strip().splitlines()[0]})"
     if isinstance(err, OverrideParseException):

@@ -90,7 +90,8 @@ def _main_error_line(module: str, args: list[str], tmp_path: Path, monkeypatch, 
 @pytest.mark.parametrize(("override", "named"), [
     ("model=nope", "model=nope: In 'train': Could not find 'model/nope'; Available options in 'model': cnn,"),
     ("loss=nope", "loss=nope: In 'train': Could not find 'loss/nope'"),
-    ("optimizr.lr=1", "Could not override 'optimizr.lr'"),
+    ("optimizr.lr=1", "optimizr.lr=1: optimizr.lr is not a key of this config; check the spelling"),
+    ("optimizer.lrr=1", "optimizer.lrr=1: optimizer.lrr is not a key of this config"),
     ("data.batch_size=[", "data.batch_size=[: "),
 ])
 def test_hydra_composition_mistakes_exit_2(tmp_path: Path, monkeypatch, capsys, override: str, named: str) -> None:
