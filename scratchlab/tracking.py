@@ -28,6 +28,7 @@ from scratchlab.models.weights import weights_source
 log = logging.getLogger(__name__)
 RUN_ID_ENV = "SCRATCHLAB_MLFLOW_RUN_ID"  # lets DDP worker processes join the run of the main process
 ROLE_TAG = "scratchlab.role"
+RUN_CONTROL_KEYS = ("ckpt_path", "resume")  # how a run was started, not what it trains: never params
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 
 
@@ -139,12 +140,43 @@ def get_or_create_experiment(client: MlflowClient, name: str, artifact_root: str
     return client.create_experiment(name, artifact_location=location)
 
 
-@contextmanager
-def mlflow_run(cfg: DictConfig) -> Iterator[TrackedRun]:
-    """Open the run of this job (or join the main process's run in a DDP worker) and always close it.
+def _open_run(client: MlflowClient, cfg: DictConfig, uri: str) -> TrackedRun:
+    """A new run for this job, in the experiment of its run or sweep."""
+    context = _hydra_context()
+    name = experiment_name(cfg, context)
+    exp_id = get_or_create_experiment(client, name, cfg.logger.get("artifact_root"))
+    tags = {"mlflow.runName": cfg.run_name, "mlflow.source.name": "scratchlab.train", **git_info(),
+            "model": cfg.model.name, "data": cfg.data.name, "task": cfg.model.get("task", "classification"),
+            **{f"hydra.{k}": str(v) for k, v in context.items()},
+            **{str(k): str(v) for k, v in (cfg.get("tags") or {}).items()}}
+    if "sweep_dir" in context:
+        tags["mlflow.parentRunId"] = sweep_parent_run(client, exp_id, name)
+    if os.environ.get(TRIAL_NUMBER_ENV):
+        tags["optuna.trial"] = os.environ[TRIAL_NUMBER_ENV]
+    run = client.create_run(exp_id, run_name=cfg.run_name, tags=tags)
+    return TrackedRun(client, run.info.run_id, exp_id, name, uri)
 
-    An exception marks the run FAILED (KILLED for Ctrl-C) and stores the traceback as ``error.txt``.
+
+def _reopen_run(client: MlflowClient, run_id: str, uri: str) -> TrackedRun:
+    """An earlier (interrupted) run, set RUNNING again to continue its epochs and metric history."""
+    run = client.get_run(run_id)
+    exp = client.get_experiment(run.info.experiment_id)
+    client.update_run(run_id, status="RUNNING")
+    resumes = int(run.data.tags.get("resumed", "0")) + 1
+    client.set_tag(run_id, "resumed", str(resumes))
+    return TrackedRun(client, run_id, exp.experiment_id, exp.name, uri)
+
+
+@contextmanager
+def mlflow_run(cfg: DictConfig, resume_run_id: str | None = None) -> Iterator[TrackedRun]:
+    """Open the run of this job (``resume_run_id``: continue that run; in a DDP worker: join the main
+    process's run) and always close it.
+
+    An exception marks the run FAILED (KILLED for Ctrl-C and SIGTERM) and stores the traceback as
+    ``error.txt``; an Optuna trial pruned on the way is FINISHED and tagged ``pruned``.
     """
+    from scratchlab.resume import Interrupted
+
     uri = tracking_uri(cfg)
     mlflow.set_tracking_uri(uri)
     client = MlflowClient(uri)
@@ -154,20 +186,7 @@ def mlflow_run(cfg: DictConfig) -> Iterator[TrackedRun]:
         exp = client.get_experiment(run.info.experiment_id)
         yield TrackedRun(client, joined, exp.experiment_id, exp.name, uri)
         return
-    context = _hydra_context()
-    name = experiment_name(cfg, context)
-    exp_id = get_or_create_experiment(client, name, cfg.logger.get("artifact_root"))
-    tags = {"mlflow.runName": cfg.run_name, "mlflow.source.name": "scratchlab.train", **git_info(),
-            "model": cfg.model.name, "data": cfg.data.name, "task": cfg.model.get("task", "classification"),
-            "weights_source": weights_source(cfg.model),
-            **{f"hydra.{k}": str(v) for k, v in context.items()},
-            **{str(k): str(v) for k, v in (cfg.get("tags") or {}).items()}}
-    if "sweep_dir" in context:
-        tags["mlflow.parentRunId"] = sweep_parent_run(client, exp_id, name)
-    if os.environ.get(TRIAL_NUMBER_ENV):
-        tags["optuna.trial"] = os.environ[TRIAL_NUMBER_ENV]
-    run = client.create_run(exp_id, run_name=cfg.run_name, tags=tags)
-    tracked = TrackedRun(client, run.info.run_id, exp_id, name, uri)
+    tracked = _reopen_run(client, resume_run_id, uri) if resume_run_id else _open_run(client, cfg, uri)
     os.environ[RUN_ID_ENV] = tracked.run_id
     try:
         tracked.log_text(OmegaConf.to_yaml(cfg, resolve=True), "config/config.yaml")
@@ -177,7 +196,7 @@ def mlflow_run(cfg: DictConfig) -> Iterator[TrackedRun]:
             tracked.set_tags({"pruned": "true"})
             client.set_terminated(tracked.run_id, "FINISHED")
             raise
-        status = "KILLED" if isinstance(err, KeyboardInterrupt) else "FAILED"
+        status = "KILLED" if isinstance(err, (KeyboardInterrupt, Interrupted)) else "FAILED"
         try:
             tracked.log_text("".join(traceback.format_exception(err)), "error.txt")
         finally:
@@ -187,6 +206,16 @@ def mlflow_run(cfg: DictConfig) -> Iterator[TrackedRun]:
         client.set_terminated(tracked.run_id, "FINISHED")
     finally:
         os.environ.pop(RUN_ID_ENV, None)
+
+
+def new_params(run: TrackedRun, params: Mapping[str, Any]) -> dict[str, Any]:
+    """The params a (resumed) run does not hold yet; MLflow keeps the first value of a param. A changed
+    value is noted as a ``resumed.<key>`` tag."""
+    held = run.client.get_run(run.run_id).data.params
+    for key, value in params.items():
+        if key in held and held[key] != str(value):
+            run.client.set_tag(run.run_id, f"resumed.{key}", str(value))
+    return {k: v for k, v in params.items() if k not in held}
 
 
 def is_pruned(err: BaseException) -> bool:
@@ -208,4 +237,6 @@ def flatten_config(cfg: DictConfig) -> dict[str, Any]:
             out[prefix[:-1]] = node
 
     walk(OmegaConf.to_container(cfg, resolve=True), "")
+    for key in RUN_CONTROL_KEYS:
+        out.pop(key, None)
     return out

@@ -1,6 +1,8 @@
 """``python -m scratchlab.train``: train a scratch detector from composed Hydra configs."""
 from __future__ import annotations
 
+import sys
+
 from omegaconf import DictConfig
 
 from scratchlab.cli import hydra_main, run_or_exit
@@ -13,9 +15,13 @@ register_resolvers()
 @hydra_main("train")
 def main(cfg: DictConfig) -> float | None:
     """Train, test and log one configuration; returns the optimized metric for sweepers."""
+    from scratchlab.resume import Interrupted
     from scratchlab.training import run_training
 
-    metrics = run_or_exit(run_training, cfg)
+    try:
+        metrics = run_or_exit(run_training, cfg)
+    except Interrupted as err:
+        sys.exit(err.exit_code)  # 130 for Ctrl-C, 143 for SIGTERM; the run is KILLED with last.ckpt logged
     target = cfg.get("optimized_metric")
     if not target:
         return None

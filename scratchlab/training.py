@@ -2,13 +2,15 @@
 from __future__ import annotations
 
 import logging
+import sys
 from pathlib import Path
 
 import matplotlib.pyplot as plt
 import optuna
 import pytorch_lightning as pl
 from hydra.utils import instantiate
-from omegaconf import DictConfig
+from mlflow.tracking import MlflowClient
+from omegaconf import DictConfig, open_dict
 from pytorch_lightning.callbacks import Callback, ModelCheckpoint
 from pytorch_lightning.loggers import MLFlowLogger
 
@@ -16,8 +18,9 @@ from scratchlab.builders import build_datamodule, build_task
 from scratchlab.config import require_complete
 from scratchlab.progress import console_callbacks
 from scratchlab.reports import training_curves_figure
+from scratchlab.resume import LAST_CHECKPOINT_TAG, Interrupted, ResumeState, resume_point, signals_interrupt
 from scratchlab.sweeps import pruning_callback
-from scratchlab.tracking import TrackedRun, flatten_config, mlflow_run
+from scratchlab.tracking import TrackedRun, flatten_config, mlflow_run, new_params, tracking_uri
 
 log = logging.getLogger(__name__)
 
@@ -35,16 +38,37 @@ def _log_training_curves(run: TrackedRun) -> None:
         plt.close(fig)
 
 
+def _log_last_checkpoint(run: TrackedRun, checkpoint: ModelCheckpoint | None, err: Interrupted) -> None:
+    """After an interrupt: log ``last.ckpt`` (the last finished epoch) and say how to continue."""
+    last = checkpoint.last_model_path if checkpoint is not None else ""
+    if last and Path(last).is_file():
+        run.log_artifact(last, "checkpoints")
+        run.set_tags({LAST_CHECKPOINT_TAG: last})
+        print(f"interrupted by {err}: run {run.run_id} is KILLED; continue it with\n"
+              f"  python -m scratchlab.train resume={run.run_id}   (or ckpt_path={last})", file=sys.stderr)
+    else:
+        print(f"interrupted by {err} before the first epoch ended: run {run.run_id} is KILLED, "
+              "nothing to continue from", file=sys.stderr)
+
+
 def _scalars(trainer: pl.Trainer, prefix: str) -> dict[str, float]:
     return {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith(prefix)}
 
 
 def run_training(cfg: DictConfig) -> dict[str, float]:
-    """Train and test one configuration; returns the last validation and the test metrics (also in MLflow)."""
+    """Train and test one configuration; returns the last validation and the test metrics (also in MLflow).
+
+    SIGINT / SIGTERM end the run as KILLED with ``last.ckpt`` logged, and raise :class:`Interrupted`;
+    ``ckpt_path=`` / ``resume=`` continue an interrupted run.
+    """
     require_complete(cfg)
     pl.seed_everything(cfg.seed, workers=True)
     output_dir = Path(cfg.paths.output_dir)
-    with mlflow_run(cfg) as run:
+    point = resume_point(cfg, MlflowClient(tracking_uri(cfg)))
+    if point is not None and point.checkpoint.parent.name == "checkpoints" and "model_checkpoint" in cfg.callbacks:
+        with open_dict(cfg):  # keep writing next to the interrupted run's checkpoints, so its best one counts
+            cfg.callbacks.model_checkpoint.dirpath = str(point.checkpoint.parent)
+    with signals_interrupt(), mlflow_run(cfg, resume_run_id=point.run_id if point else None) as run:
         datamodule = build_datamodule(cfg)
         datamodule.prepare_data()
         datamodule.setup("fit")
@@ -53,17 +77,23 @@ def run_training(cfg: DictConfig) -> dict[str, float]:
         task = build_task(cfg, datamodule.class_names, datamodule.class_counts("train"), pixel_counts)
         logger = MLFlowLogger(experiment_name=run.experiment_name, tracking_uri=run.tracking_uri,
                               run_id=run.run_id, log_model=False)
-        logger.log_hyperparams(flatten_config(cfg))
+        logger.log_hyperparams(new_params(run, flatten_config(cfg)))
         callbacks, progress_bar = console_callbacks(build_callbacks(cfg))
         pruning = pruning_callback(cfg)
-        trainer: pl.Trainer = instantiate(cfg.trainer, logger=logger, callbacks=callbacks + ([pruning] if pruning else []),
+        extra = [ResumeState(run.run_id)] + ([pruning] if pruning else [])
+        trainer: pl.Trainer = instantiate(cfg.trainer, logger=logger, callbacks=callbacks + extra,
                                           default_root_dir=str(output_dir), enable_progress_bar=progress_bar)
+        checkpoint = next((c for c in callbacks if isinstance(c, ModelCheckpoint)), None)
         if getattr(task, "needs_training", True):
-            trainer.fit(task, datamodule=datamodule)
+            try:
+                trainer.fit(task, datamodule=datamodule, ckpt_path=str(point.checkpoint) if point else None,
+                            weights_only=True)
+            except Interrupted as err:
+                _log_last_checkpoint(run, checkpoint, err)
+                raise
         if pruning is not None and pruning.pruned:
             _log_training_curves(run)
             raise optuna.TrialPruned(f"pruned after epoch {trainer.current_epoch}")
-        checkpoint = next((c for c in callbacks if isinstance(c, ModelCheckpoint)), None)
         best = checkpoint.best_model_path if checkpoint is not None and checkpoint.best_model_path else None
         if cfg.get("optimized_metric") and best:  # sweeps compare models at their best checkpoint
             trainer.validate(task, datamodule=datamodule, ckpt_path=best, verbose=False)

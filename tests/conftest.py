@@ -55,8 +55,15 @@ def tiny_overrides(root: Path, data_root: Path | None = None, run_dir: str = "ru
     return out
 
 
+def cli_env() -> dict[str, str]:
+    """The environment of a command a test starts: the tracking URI that ``mlflow.set_tracking_uri`` put in
+    this process's environment is dropped, so the command picks its store as a user's would."""
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    return {**env, "PYTHONWARNINGS": "ignore"}
+
+
 def run_cli(module: str, args: Sequence[str], cwd: Path, timeout: int = 300) -> subprocess.CompletedProcess:
     """Run ``python -m module args`` as a user would; returns the completed process (text output)."""
-    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    env = cli_env()
     return subprocess.run([sys.executable, "-m", module, *args], cwd=cwd, capture_output=True, text=True,
                           timeout=timeout, env=env)

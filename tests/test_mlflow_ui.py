@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import run_cli, tiny_overrides
+from tests.conftest import cli_env, run_cli, tiny_overrides
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 
@@ -59,7 +59,7 @@ def test_readme_mlflow_ui_lists_run_metrics_params_and_plots(tmp_path: Path, tin
     mlflow_exe = Path(sys.executable).with_name("mlflow")
     server = subprocess.Popen([str(mlflow_exe), *_readme_ui_args(), "--port", str(port), "--workers", "1"],
                               cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                              start_new_session=True, env={**os.environ, "PYTHONWARNINGS": "ignore"})
+                              start_new_session=True, env=cli_env())
     base = f"http://127.0.0.1:{port}"
     try:
         _wait_healthy(base, server)

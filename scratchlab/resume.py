@@ -1,0 +1,122 @@
+"""Interrupt and resume: Ctrl-C or SIGTERM ends a run as KILLED with its last checkpoint logged, and
+``ckpt_path=PATH`` or ``resume=RUN_ID`` continues training into the same MLflow run.
+
+``last.ckpt`` is written at the end of every epoch; besides Lightning's state (weights, optimizer,
+scheduler, loops, callbacks) it holds the random number generators and the MLflow run id, so a resumed
+run continues exactly where the uninterrupted one would have been.
+"""
+from __future__ import annotations
+
+import random
+import signal
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+from mlflow.exceptions import MlflowException
+from mlflow.tracking import MlflowClient
+from omegaconf import DictConfig
+
+from scratchlab.errors import ConfigError
+
+LAST_CHECKPOINT_TAG = "last_checkpoint"
+SIGNAL_NAMES = {signal.SIGINT: "SIGINT (Ctrl-C)", signal.SIGTERM: "SIGTERM"}
+
+
+class Interrupted(BaseException):
+    """Raised by SIGINT / SIGTERM while a run trains; like KeyboardInterrupt, but passed on by Lightning."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(SIGNAL_NAMES.get(signum, f"signal {signum}"))
+        self.signum = signum
+
+    @property
+    def exit_code(self) -> int:
+        return 128 + self.signum  # the shell's convention: 130 for SIGINT, 143 for SIGTERM
+
+
+@contextmanager
+def signals_interrupt() -> Iterator[None]:
+    """SIGINT and SIGTERM raise :class:`Interrupted` in the main thread while the block runs."""
+    def handler(signum: int, frame: Any) -> None:
+        raise Interrupted(signum)
+
+    previous = {sig: signal.getsignal(sig) for sig in SIGNAL_NAMES}
+    for sig in SIGNAL_NAMES:
+        signal.signal(sig, handler)
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+class ResumeState(pl.Callback):
+    """Keeps in every checkpoint what an exact continuation needs beyond Lightning's own state: the random
+    number generators (Python, NumPy, torch) and the MLflow run id. Plain data and tensors only."""
+
+    def __init__(self, run_id: str) -> None:
+        self.run_id = run_id
+
+    def state_dict(self) -> dict[str, Any]:
+        kind, keys, pos, has_gauss, gauss = np.random.get_state()
+        return {"mlflow_run_id": self.run_id, "torch": torch.get_rng_state(), "python": random.getstate(),
+                "numpy": {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+                          "has_gauss": int(has_gauss), "gauss": float(gauss)}}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        torch.set_rng_state(state["torch"])
+        py = state["python"]
+        random.setstate((py[0], tuple(py[1]), py[2]))
+        n = state["numpy"]
+        np.random.set_state((n["kind"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["gauss"]))
+
+
+@dataclass(frozen=True)
+class ResumePoint:
+    """Where training continues from: a checkpoint, and the MLflow run to continue (None: a new run)."""
+
+    checkpoint: Path
+    run_id: str | None
+
+
+def _run_of_checkpoint(path: Path) -> str | None:
+    from scratchlab.checkpoints import load_file
+
+    states = load_file(path).get("callbacks") or {}
+    for key, state in states.items():
+        if str(key).startswith(ResumeState.__name__) and isinstance(state, dict):
+            return state.get("mlflow_run_id")
+    return None
+
+
+def resume_point(cfg: DictConfig, client: MlflowClient) -> ResumePoint | None:
+    """The checkpoint and run named by ``ckpt_path=`` or ``resume=RUN_ID``; None for a fresh run."""
+    ckpt, run_id = cfg.get("ckpt_path"), cfg.get("resume")
+    if ckpt and run_id:
+        raise ConfigError("give ckpt_path=PATH or resume=RUN_ID, not both")
+    if ckpt:
+        path = Path(str(ckpt)).expanduser().resolve()
+        if not path.is_file():
+            raise ConfigError(f"ckpt_path={ckpt}: no such file; give the last.ckpt of an interrupted run")
+        return ResumePoint(path, _run_of_checkpoint(path))
+    if not run_id:
+        return None
+    try:
+        run = client.get_run(str(run_id))
+    except MlflowException:
+        raise ConfigError(f"resume={run_id} is not a run in {client.tracking_uri}; check the id") from None
+    local = run.data.tags.get(LAST_CHECKPOINT_TAG)
+    if local and Path(local).is_file():
+        return ResumePoint(Path(local), run.info.run_id)
+    try:
+        path = client.download_artifacts(run.info.run_id, "checkpoints/last.ckpt", str(Path(cfg.paths.output_dir)))
+    except (MlflowException, OSError):
+        raise ConfigError(f"resume={run_id}: the run has no last.ckpt (it finished, or stopped before its first "
+                          "epoch ended); train it again") from None
+    return ResumePoint(Path(path), run.info.run_id)

@@ -1,0 +1,82 @@
+"""Interrupt and resume: SIGTERM / Ctrl-C leave a KILLED run with last.ckpt logged and exit 143 / 130;
+resume=RUN_ID continues the same MLflow run and ends where an uninterrupted run ends."""
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import mlflow
+import pytest
+from mlflow.tracking import MlflowClient
+
+from tests.conftest import cli_env, run_cli, tiny_overrides
+
+EPOCHS = 6
+
+
+def _overrides(root: Path, data: Path, run_dir: str) -> list[str]:
+    return [*tiny_overrides(root, data, run_dir), f"trainer.max_epochs={EPOCHS}", "callbacks=no_early_stopping",
+            "augment=none", "callbacks.progress_bar.refresh_rate=0"]
+
+
+def _interrupt_after_first_epoch(root: Path, data: Path, signum: int) -> subprocess.CompletedProcess:
+    args = [sys.executable, "-m", "scratchlab.train", *_overrides(root, data, "interrupted")]
+    proc = subprocess.Popen(args, cwd=root, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=cli_env())
+    last = root / "logs" / "interrupted" / "checkpoints" / "last.ckpt"
+    deadline = time.monotonic() + 300
+    while not last.exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signum)
+    out, err = proc.communicate(timeout=300)
+    return subprocess.CompletedProcess(args, proc.returncode, out, err)
+
+
+def _only_run(root: Path):
+    mlflow.set_tracking_uri(f"sqlite:///{root}/mlruns/mlflow.db")
+    runs = MlflowClient().search_runs([MlflowClient().get_experiment_by_name("scratchlab").experiment_id])
+    assert len(runs) == 1
+    return runs[0]
+
+
+@pytest.mark.parametrize(("signum", "code"), [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+def test_signal_leaves_killed_run_with_last_checkpoint(tmp_path: Path, tiny_dataset: Path, signum: int, code: int) -> None:
+    result = _interrupt_after_first_epoch(tmp_path, tiny_dataset, signum)
+    assert result.returncode == code, result.stderr[-2000:]
+    assert "Traceback" not in result.stderr and "resume=" in result.stderr
+    run = _only_run(tmp_path)
+    assert run.info.status == "KILLED"
+    logged = {a.path for a in MlflowClient().list_artifacts(run.info.run_id, "checkpoints")}
+    assert "checkpoints/last.ckpt" in logged
+    assert Path(run.data.tags["last_checkpoint"]).is_file()
+
+
+def test_resume_continues_the_run_and_matches_an_uninterrupted_one(tmp_path: Path, tiny_dataset: Path) -> None:
+    interrupted = _interrupt_after_first_epoch(tmp_path, tiny_dataset, signal.SIGTERM)
+    assert interrupted.returncode == 143, interrupted.stderr[-2000:]
+    run_id = _only_run(tmp_path).info.run_id
+    resumed = run_cli("scratchlab.train", [*_overrides(tmp_path, tiny_dataset, "resumed"), f"resume={run_id}"],
+                      cwd=tmp_path, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    run = _only_run(tmp_path)
+    assert run.info.run_id == run_id and run.info.status == "FINISHED" and run.data.tags["resumed"] == "1"
+    straight_root = tmp_path / "straight"
+    straight_root.mkdir()
+    straight = run_cli("scratchlab.train", _overrides(straight_root, tiny_dataset, "straight"), cwd=straight_root,
+                       timeout=600)
+    assert straight.returncode == 0, straight.stderr[-2000:]
+    reference = _only_run(straight_root)
+
+    def curve(root: Path, run_id: str) -> list[tuple[int, float]]:
+        client = MlflowClient(f"sqlite:///{root}/mlruns/mlflow.db")
+        return sorted((m.step, m.value) for m in client.get_metric_history(run_id, "val/loss"))
+
+    resumed_curve, straight_curve = curve(tmp_path, run.info.run_id), curve(straight_root, reference.info.run_id)
+    assert len(resumed_curve) == EPOCHS, "one validation per epoch in the same run, none repeated or lost"
+    assert [s for s, _ in resumed_curve] == [s for s, _ in straight_curve]
+    assert [v for _, v in resumed_curve] == pytest.approx([v for _, v in straight_curve], abs=1e-6)
+    for key in ("test/acc", "test/auroc", "test/loss"):
+        assert run.data.metrics[key] == pytest.approx(reference.data.metrics[key], abs=1e-6), key
