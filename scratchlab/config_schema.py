@@ -7,6 +7,7 @@ source arguments the chosen source does not take, and accelerators this machine 
 """
 from __future__ import annotations
 
+import importlib
 import inspect
 import types
 from dataclasses import dataclass, field, fields
@@ -220,12 +221,14 @@ def added_unknown_keys(cfg: DictConfig) -> list[str]:
 
 def unknown_source_arguments(cfg: DictConfig) -> list[str]:
     """``data.source.KEY`` settings (e.g. set by an experiment) that the chosen data source does not take."""
-    from hydra.utils import get_object
-
     source = OmegaConf.select(cfg, "data.source")
     if not isinstance(source, DictConfig) or "_target_" not in source:
         return []
-    target = get_object(str(source._target_))
+    module, _, name = str(source._target_).rpartition(".")
+    try:
+        target = getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError, ValueError) as err:
+        return [f"data.source._target_={source._target_} cannot be imported ({err}); check the data config"]
     params = inspect.signature(target).parameters
     if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
         return []

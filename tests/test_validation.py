@@ -51,6 +51,7 @@ def _problem(tmp_path: Path, config: str, overrides: list[str]) -> str:
     (["model.image_size=4"], "model.image_size=4 must be a whole number >= 8"),
     (["+optimizr.lr=1"], "+optimizr.lr=1 adds optimizr, a key this command does not read"),
     (["data=folder", "data.root=.", "+data.source.count=5200"], "data.source.count is not a setting of FolderSource"),
+    (["data=folder", "data.root=.", "data.source._target_=nope.Nope"], "data.source._target_=nope.Nope cannot be"),
     pytest.param(["trainer=gpu"], "trainer.accelerator=gpu needs a CUDA GPU", marks=NO_CUDA),
 ])
 def test_bad_training_value_is_named(tmp_path: Path, overrides: list[str], named: str) -> None:
