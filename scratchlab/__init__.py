@@ -7,7 +7,7 @@ __all__ = ["Predictor", "__version__"]
 def __getattr__(name: str):
     """``scratchlab.Predictor`` without importing torch & co. on ``import scratchlab``."""
     if name == "Predictor":
-        from scratchlab.inference import Predictor
+        from scratchlab.predictor import Predictor
 
         return Predictor
     raise AttributeError(f"module 'scratchlab' has no attribute {name!r}")

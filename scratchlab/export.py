@@ -1,143 +1,23 @@
-"""Export a trained model to ONNX or TorchScript, its preprocessing and decision rule included.
+"""``python -m scratchlab.export ckpt=PATH format=onnx|torchscript output=FILE [decision.KEY=VALUE]``.
 
-The exported graph holds the network and the tensor part of preprocessing: it takes (N, H, W, 3) uint8
-RGB images already brought to the network's geometry (``Preprocess.geometry()``: stretch / letterbox /
-pad), normalizes them inside, and returns the task's raw outputs (``BaseTask.export_outputs``: class
-probabilities, or the scratch-probability map). Batch is a dynamic axis; height and width are too for
-``resize=pad`` models. The geometry step and the judgement stay in Python
-(``scratchlab.inference.Predictor.from_exported``), the same task code the checkpoint path runs. The file
-carries the model's spec (task, class names, preprocessing, resolved decision rule) as JSON
-(ONNX ``metadata_props["scratchlab"]``; TorchScript extra file ``scratchlab.json``).
+Writes the checkpoint's network and normalization as ONNX or TorchScript with the model's spec
+(preprocessing, decision rule, task, class names) inside, then checks it against the checkpoint on
+synthetic images (exit 1 when they differ). See ``scratchlab.exporting`` for the format.
 """
 from __future__ import annotations
 
-import json
-import sys
-import warnings
-from collections.abc import Mapping
-from pathlib import Path
-from typing import Any
-
-import numpy as np
-import torch
-from omegaconf import DictConfig, OmegaConf
-from torch import nn
+from omegaconf import DictConfig
 
 from scratchlab.cli import exit_with, hydra_main
-from scratchlab.config import register_resolvers, require_complete
-from scratchlab.errors import ConfigError
-from scratchlab.postprocess import given_overrides
-from scratchlab.inference import INPUT_NAME, METADATA_KEY, TORCHSCRIPT_EXTRA, Predictor
+from scratchlab.config import register_resolvers
 
 register_resolvers()
-FORMATS = ("onnx", "torchscript")
-DEFAULT_OPSET = 17
-
-
-class ExportModule(nn.Module):
-    """uint8 (N, H, W, 3) RGB at network geometry -> probabilities; normalization as albumentations does it:
-    ``(x - mean * 255) * (1 / (std * 255))`` in float32."""
-
-    def __init__(self, net: nn.Module, mean: tuple[float, ...], std: tuple[float, ...]) -> None:
-        super().__init__()
-        self.net = net
-        mean255 = (np.asarray(mean, np.float64) * 255).astype(np.float32)
-        inv = np.reciprocal(np.asarray(std, np.float64) * 255).astype(np.float32)
-        self.register_buffer("mean", torch.from_numpy(mean255).view(1, -1, 1, 1))
-        self.register_buffer("inv_std", torch.from_numpy(inv).view(1, -1, 1, 1))
-
-    def forward(self, image: torch.Tensor) -> Any:
-        return self.net((image.permute(0, 3, 1, 2).float() - self.mean) * self.inv_std)
-
-
-def _check_target(output: Path, fmt: str) -> None:
-    if fmt not in FORMATS:
-        raise ConfigError(f"format={fmt!r} is not one of {', '.join(FORMATS)}")
-    if fmt == "onnx" and output.suffix.lower() != ".onnx":
-        raise ConfigError(f"output={output} must end in .onnx for format=onnx")
-    if fmt == "torchscript" and output.suffix.lower() == ".onnx":
-        raise ConfigError(f"output={output} ends in .onnx but format=torchscript; use a .pt name")
-    if output.is_dir():
-        raise ConfigError(f"output={output} is a folder; give a file name")
-
-
-def _example_input(predictor: Predictor) -> torch.Tensor:
-    pre = predictor.preprocess
-    if pre.resize != "pad":
-        h = w = pre.image_size
-    elif pre.image_size is None:
-        h, w = 2 * pre.pad_multiple, 3 * pre.pad_multiple
-    else:  # a fixed-size head (the custom CNN) needs its own size
-        h = w = -(-pre.image_size // pre.pad_multiple) * pre.pad_multiple
-    return torch.randint(0, 256, (1, h, w, 3), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
-
-
-def export_model(ckpt: str | Path, output: str | Path, format: str = "onnx",
-                 decision_overrides: Mapping[str, Any] | None = None, opset: int = DEFAULT_OPSET) -> Path:
-    """Write ``ckpt``'s network + normalization to ``output`` (see the module docstring); returns the path."""
-    output = Path(output).expanduser()
-    _check_target(output, format)
-    predictor = Predictor.from_checkpoint(ckpt, decision_overrides)
-    outputs = predictor.task_class.export_outputs
-    if not outputs:
-        raise ConfigError(f"export supports classification and segmentation models, not model.task={predictor.kind}; "
-                          "predict from the checkpoint instead (python -m scratchlab.predict ckpt=...)")
-    pre = predictor.preprocess
-    module = ExportModule(predictor.task.export_network(), pre.mean, pre.std).eval()
-    example = _example_input(predictor)
-    meta = json.dumps(predictor.metadata())
-    pad = pre.resize == "pad"
-    in_axes = {0: "batch", 1: "height", 2: "width"} if pad else {0: "batch"}
-    axes = {name: {k: v for k, v in dims.items() if pad or k == 0} for name, dims in outputs.items()}
-    output.parent.mkdir(parents=True, exist_ok=True)
-    with warnings.catch_warnings(), torch.no_grad():
-        warnings.simplefilter("ignore")
-        if format == "onnx":
-            import onnx
-
-            torch.onnx.export(module, (example,), str(output), dynamo=False, input_names=[INPUT_NAME],
-                              output_names=list(outputs), opset_version=opset, do_constant_folding=True,
-                              dynamic_axes={INPUT_NAME: in_axes, **axes})
-            model = onnx.load(str(output))
-            onnx.helper.set_model_props(model, {METADATA_KEY: meta})
-            model.doc_string = f"scratchlab {predictor.kind} model exported from {Path(str(ckpt)).name}"
-            onnx.save(model, str(output))
-        else:
-            traced = torch.jit.trace(module, (example,), check_trace=False)
-            torch.jit.save(traced, str(output), _extra_files={TORCHSCRIPT_EXTRA: meta})
-    return output
-
-
-def compare_with_checkpoint(ckpt: str | Path, exported: str | Path, images: list[np.ndarray] | None = None,
-                            decision_overrides: Mapping[str, Any] | None = None) -> tuple[float, bool]:
-    """Max |score difference| and whether all decisions agree between a checkpoint and its export, on
-    ``images`` (default: three synthetic images of odd sizes)."""
-    if images is None:
-        rng = np.random.default_rng(0)
-        images = [rng.integers(0, 256, size, dtype=np.uint8) for size in ((45, 70, 3), (61, 37), (33, 90, 3))]
-    a = Predictor.from_checkpoint(ckpt, decision_overrides).predict_batch(images)
-    b = Predictor.from_exported(exported, decision_overrides).predict_batch(images)
-    diff = max(abs(x.score - y.score) for x, y in zip(a, b))
-    return diff, all(x.decision == y.decision for x, y in zip(a, b))
-
-
-def run_export(cfg: DictConfig) -> int:
-    require_complete(cfg)
-    overrides = given_overrides(OmegaConf.to_container(cfg.decision, resolve=True))
-    path = export_model(cfg.ckpt, cfg.output, cfg.format, overrides, int(cfg.opset))
-    print(f"exported {cfg.ckpt} -> {path} ({cfg.format}, {path.stat().st_size / 1e6:.1f} MB)")
-    if cfg.get("verify", True):
-        diff, same = compare_with_checkpoint(cfg.ckpt, path, decision_overrides=overrides)
-        print(f"check on 3 synthetic images: max |score difference| {diff:.2e}, decisions "
-              f"{'identical' if same else 'DIFFER'}")
-        if diff > 1e-3 or not same:
-            print("warning: the exported model does not match the checkpoint", file=sys.stderr)
-            return 1
-    return 0
 
 
 @hydra_main("export")
 def main(cfg: DictConfig) -> None:
+    from scratchlab.exporting import run_export
+
     exit_with(run_export, cfg)
 
 

@@ -17,7 +17,7 @@ from pytorch_lightning.loggers import MLFlowLogger
 from scratchlab.builders import build_datamodule, build_task
 from scratchlab.config import require_complete
 from scratchlab.progress import console_callbacks
-from scratchlab.reports import training_curves_figure
+from scratchlab.figures import training_curves_figure
 from scratchlab.resume import LAST_CHECKPOINT_TAG, Interrupted, ResumeState, resume_point, signals_interrupt
 from scratchlab.sweeps import pruning_callback
 from scratchlab.tracking import TrackedRun, flatten_config, mlflow_run, new_params, tracking_uri

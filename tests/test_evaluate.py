@@ -164,7 +164,7 @@ def test_chooser_writes_operating_point_into_checkpoint(trained: dict, tmp_path:
     assert {"operating_point.json", "operating_point.png"} <= _artifacts(client, run.info.run_id)
     assert run.info.run_name.startswith("eval-test-target_recall-threshold=")
     assert run.data.params["decision.threshold"] == str(point["threshold"])
-    from scratchlab.inference import Predictor
+    from scratchlab.predictor import Predictor
 
     assert Predictor.from_checkpoint(ckpt).decision.threshold == pytest.approx(expected)
 

@@ -13,8 +13,8 @@ import torch
 
 from scratchlab.data.io import read_image
 from scratchlab.errors import ConfigError
-from scratchlab.export import export_model
-from scratchlab.inference import METADATA_KEY, TORCHSCRIPT_EXTRA, Predictor
+from scratchlab.exporting import export_model
+from scratchlab.predictor import METADATA_KEY, TORCHSCRIPT_EXTRA, Predictor
 from tests.conftest import run_cli
 from tests.test_predict import tiny_models, write_odd_images
 

@@ -17,7 +17,7 @@ from scratchlab.data.transforms import Preprocess, build_transform
 from scratchlab.errors import ConfigError, DataError
 from scratchlab.data.transforms import content_box, restore_geometry
 from scratchlab.checkpoints import ModelSpec, write_operating_point
-from scratchlab.inference import Predictor
+from scratchlab.predictor import Predictor
 from scratchlab.postprocess import DecisionParams, decide_from_instances, decide_from_probability, decide_from_score
 from scratchlab.tasks.classification import logits_to_probs
 from scratchlab.tasks.instance import InstanceSegmentationTask, union_map

@@ -10,7 +10,7 @@ from mlflow.tracking import MlflowClient
 
 from scratchlab.cli import run_or_exit
 from scratchlab.config import compose
-from scratchlab.report import build_tables, make_report, quote_filter_args
+from scratchlab.reporting import build_tables, make_report, quote_filter_args
 from tests.conftest import run_cli
 
 

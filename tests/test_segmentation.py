@@ -72,12 +72,13 @@ def test_segmentation_loss_rejected_for_classifier(tmp_path: Path) -> None:
 
 def test_pad_collate_and_valid_pixels() -> None:
     items = [{"image": torch.ones(3, 32, 64), "mask": torch.ones(32, 64), "label": 1, "size": torch.tensor([30, 50]),
-              "path": "a"},
+              "original_size": torch.tensor([60, 100]), "path": "a"},
              {"image": torch.ones(3, 64, 32), "mask": torch.zeros(64, 32), "label": 0, "size": torch.tensor([64, 20]),
-              "path": "b"}]
+              "original_size": torch.tensor([64, 20]), "path": "b"}]
     black = Preprocess(image_size=64, resize="pad").pad_value()
     batch = pad_collate(items, fill=black)
     assert batch["image"].shape == (2, 3, 64, 64) and batch["mask"].shape == (2, 64, 64)
+    assert batch["original_size"].tolist() == [[60, 100], [64, 20]]
     for c, value in enumerate(black):  # padding is the normalized value of a black pixel, as PadIfNeeded gives
         assert torch.allclose(batch["image"][0, c, 32:], torch.tensor(value))
         assert torch.allclose(batch["image"][1, c, :, 32:], torch.tensor(value))

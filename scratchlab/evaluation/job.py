@@ -404,7 +404,7 @@ def _log_classifier_reports(client: MlflowClient, run_id: str, preds: Prediction
     import matplotlib.pyplot as plt
     import torch
 
-    from scratchlab.reports import classification_report, confusion_matrix_figure
+    from scratchlab.figures import classification_report, confusion_matrix_figure
 
     probs, targets = torch.from_numpy(preds.probs.astype("float32")), torch.from_numpy(preds.labels)
     client.log_text(run_id, classification_report(probs, targets, preds.class_names, params.threshold),

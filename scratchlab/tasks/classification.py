@@ -12,7 +12,7 @@ from torch import nn
 from scratchlab.checkpoints import ModelSpec
 from scratchlab.metrics import ClassificationMetrics
 from scratchlab.postprocess import Verdict, verdict_from_class_probs
-from scratchlab.reports import classification_report, confusion_matrix_figure, precision_recall_figure
+from scratchlab.figures import classification_report, confusion_matrix_figure, precision_recall_figure
 from scratchlab.tasks.base import BaseTask, Raw, gather_test_outputs
 
 
@@ -50,7 +50,7 @@ class ClassificationTask(BaseTask):
     def __init__(self, net: nn.Module, loss: nn.Module, optimizer: Callable, scheduler: Callable | None,
                  spec: ModelSpec, config: dict[str, Any] | None = None, class_counts: list[int] | None = None) -> None:
         super().__init__(net, loss, optimizer, scheduler, spec)
-        self.save_hyperparameters(ignore=["net", "loss", "optimizer", "scheduler", "spec"])
+        self.save_hyperparameters(ignore=["net", "loss", "optimizer", "scheduler", "spec"], logger=False)  # params: the flat config
         self.init_metrics(lambda: ClassificationMetrics(self.class_names, spec.decision.threshold))
         self.test_outputs: dict[str, list] = {}
 

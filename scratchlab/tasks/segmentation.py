@@ -4,7 +4,6 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-import cv2
 import numpy as np
 import torch
 from pytorch_lightning.loggers import MLFlowLogger
@@ -66,7 +65,7 @@ class SegmentationTask(BaseTask):
     def __init__(self, net: nn.Module, loss: nn.Module, optimizer: Callable, scheduler: Callable | None,
                  spec: ModelSpec, config: dict[str, Any] | None = None) -> None:
         super().__init__(net, loss, optimizer, scheduler, spec)
-        self.save_hyperparameters(ignore=["net", "loss", "optimizer", "scheduler", "spec"])
+        self.save_hyperparameters(ignore=["net", "loss", "optimizer", "scheduler", "spec"], logger=False)  # params: the flat config
         self.pad_mode = spec.preprocess.resize == "pad"
         self.init_metrics(lambda: SegmentationMetrics(self.decision.mask_threshold))
         self.pictures: list[dict] = []

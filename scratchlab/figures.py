@@ -1,4 +1,4 @@
-"""Test-time reports: classification report text, confusion matrix, precision-recall curve, training curves."""
+"""Result figures and text: classification report, confusion matrix, precision-recall curve, training curves."""
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence

@@ -1,0 +1,129 @@
+"""Judge a file or folder of images and write the results: the library behind ``python -m scratchlab.predict``.
+
+Per image: ``<stem>_mask.png`` (models with maps; 0/255 at the image's own size), ``<stem>_overlay.png``
+(scratches tinted, boxes with their areas, the decision as label) and one JSON line in
+``DIR/predictions.jsonl``. Unreadable files get a warning line and an ``error`` JSON line and are skipped.
+``run_predict`` returns 0 when every image was judged, 1 when some were skipped.
+"""
+from __future__ import annotations
+
+import json
+import sys
+from collections import Counter
+from collections.abc import Sequence
+from pathlib import Path
+
+import cv2
+import numpy as np
+from omegaconf import DictConfig, OmegaConf
+
+from scratchlab.cli import report_skipped
+from scratchlab.config import require_complete
+from scratchlab.data.io import IMAGE_EXTENSIONS, list_images
+from scratchlab.errors import ConfigError, DataError
+from scratchlab.postprocess import given_overrides
+
+PREDICTIONS_FILE = "predictions.jsonl"
+
+
+def collect_inputs(input_path: str | Path, recursive: bool = False) -> tuple[list[Path], Path | None]:
+    """The image files to judge and the folder they are named relative to (None for a single file)."""
+    path = Path(str(input_path)).expanduser()
+    if path.is_file():
+        return [path], None
+    if not path.is_dir():
+        raise ConfigError(f"input={input_path} does not exist; give an image file or a folder of images")
+    files = list_images(path, recursive=recursive)
+    if not files:
+        hint = "" if recursive else " (add recursive=true for subfolders)"
+        raise ConfigError(f"input={input_path} holds no images ({', '.join(IMAGE_EXTENSIONS)}){hint}")
+    return files, path
+
+
+def output_stems(paths: Sequence[Path], root: Path | None) -> dict[str, str]:
+    """Output name stem per input: its path below ``root`` without suffix; ``a.png`` and ``a.jpg`` in one
+    folder become ``a`` and ``a_jpg``."""
+    out: dict[str, str] = {}
+    used: set[str] = set()
+    for p in paths:
+        stem = str(p.relative_to(root).with_suffix("")) if root is not None else p.stem
+        if stem in used:
+            stem = f"{stem}_{p.suffix.lstrip('.').lower()}"
+        n = 1
+        while stem in used:
+            n, stem = n + 1, f"{stem}_{n}"
+        used.add(stem)
+        out[str(p)] = stem
+    return out
+
+
+def _write_mask(path: Path, mask: np.ndarray) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if not cv2.imwrite(str(path), mask):
+        raise DataError(f"could not write {path}; check that the folder is writable")
+
+
+def _label(pred) -> str:
+    """Short overlay caption: the decision, P(bad) or the max scratch probability, and the scratch area."""
+    if pred.kind == "classification":
+        name = "P(bad)" if pred.score_name == "p_bad" else f"P({pred.extra.get('label')})"
+        return f"{pred.decision} {name}={pred.score:.2f}"
+    area = pred.details.scratch_area if pred.details is not None else 0
+    return f"{pred.decision} p={pred.score:.2f} {area}px"
+
+
+def run_predict(cfg: DictConfig) -> int:
+    """Judge ``cfg.input`` with ``cfg.ckpt`` or ``cfg.model_path``; returns the exit code (0 or 1)."""
+    require_complete(cfg)
+    if bool(cfg.get("ckpt")) == bool(cfg.get("model_path")):
+        raise ConfigError("give exactly one of ckpt=PATH (a scratchlab .ckpt) or model_path=FILE "
+                          "(.onnx / .pt from scratchlab.export)")
+    for key, what in (("ckpt", "a scratchlab .ckpt file"), ("model_path", "an .onnx / .pt file from scratchlab.export")):
+        if cfg.get(key) and not Path(str(cfg[key])).expanduser().is_file():  # before the slow imports
+            raise ConfigError(f"{key}={cfg[key]} does not exist; pass the path of {what}")
+    if int(cfg.batch_size) < 1:
+        raise ConfigError(f"batch_size={cfg.batch_size} must be at least 1")
+    files, root = collect_inputs(cfg.input, bool(cfg.get("recursive", False)))
+    output = Path(str(cfg.output)).expanduser()
+    if output.exists() and not output.is_dir():
+        raise ConfigError(f"output={cfg.output} is a file; give a folder")
+    overrides = given_overrides(OmegaConf.to_container(cfg.decision, resolve=True))
+    from tqdm import tqdm  # the heavy imports (torch) only once the arguments are known to be usable
+
+    from scratchlab.predictor import Predictor
+    from scratchlab.visualize import draw_overlay, save_png
+
+    if cfg.get("ckpt"):
+        predictor = Predictor.from_checkpoint(cfg.ckpt, overrides, device=str(cfg.get("device", "cpu")))
+    else:
+        predictor = Predictor.from_exported(cfg.model_path, overrides)
+    output.mkdir(parents=True, exist_ok=True)
+    stems = output_stems(files, root)
+    counts: Counter[str] = Counter()
+    skipped: list[tuple[str, str]] = []
+    bar = tqdm(total=len(files), desc="predict", unit="img", file=sys.stderr, disable=len(files) < 2,
+               dynamic_ncols=True)
+    with open(output / PREDICTIONS_FILE, "w") as jsonl, bar:
+        for pred in predictor.predict_paths(files, int(cfg.batch_size), skip_errors=True,
+                                              keep_images=bool(cfg.get("overlays", True))):
+            record = pred.to_json()
+            if pred.ok:
+                counts[pred.decision] += 1
+                stem = stems[pred.path]
+                if pred.mask is not None:
+                    _write_mask(output / f"{stem}_mask.png", pred.mask)
+                    record["mask_file"] = f"{stem}_mask.png"
+                if cfg.get("overlays", True):
+                    overlay = draw_overlay(pred.image, pred_mask=pred.mask, boxes=pred.components,
+                                           label=_label(pred))
+                    save_png(output / f"{stem}_overlay.png", overlay)
+                    record["overlay_file"] = f"{stem}_overlay.png"
+                    pred.image = None
+            else:
+                skipped.append((pred.path, pred.error))
+                tqdm.write(f"warning: {pred.error} (skipped)", file=sys.stderr)
+            jsonl.write(json.dumps(record) + "\n")
+            bar.update()
+    print(f"{sum(counts.values())} of {len(files)} images judged: {counts['bad']} bad, {counts['good']} good"
+          f"{f', {len(skipped)} skipped' if skipped else ''} -> {output / PREDICTIONS_FILE}")
+    return report_skipped(skipped)
