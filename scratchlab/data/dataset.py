@@ -95,7 +95,7 @@ def seed_augmentations(transform: A.BaseCompose | A.BasicTransform, seed: int) -
     """Seed ``transform`` and give each of its steps its own stream derived from ``seed``
     (albumentations' ``set_random_seed`` hands every step the same stream: both flips would always coincide)."""
     transform.set_random_seed(seed)
-    steps = getattr(transform, "transforms", [])
+    steps = transform.transforms if isinstance(transform, A.BaseCompose) else []  # ColorJitter keeps functions there
     for step, child in zip(steps, np.random.SeedSequence(seed).generate_state(len(steps))):
         seed_augmentations(step, int(child))
 
