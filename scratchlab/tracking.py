@@ -147,6 +147,7 @@ def _open_run(client: MlflowClient, cfg: DictConfig, uri: str) -> TrackedRun:
     exp_id = get_or_create_experiment(client, name, cfg.logger.get("artifact_root"))
     tags = {"mlflow.runName": cfg.run_name, "mlflow.source.name": "scratchlab.train", **git_info(),
             "model": cfg.model.name, "data": cfg.data.name, "task": cfg.model.get("task", "classification"),
+            "weights_source": weights_source(cfg.model),
             **{f"hydra.{k}": str(v) for k, v in context.items()},
             **{str(k): str(v) for k, v in (cfg.get("tags") or {}).items()}}
     if "sweep_dir" in context:
