@@ -4,6 +4,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import uuid
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -12,6 +13,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 CONFIG_DIR = Path(__file__).resolve().parent / "conf"  # links to the top-level conf/ in a checkout; copied in a wheel
 # Data settings that change how fast data arrives, not what it is: left out of a data set's fingerprint.
+_PROCESS_ID = uuid.uuid4().hex[:6]  # tells apart run folders of commands started in the same second
 _LOADING_KEYS = frozenset({"num_workers", "pin_memory", "persistent_workers", "prefetch_factor", "cache"})
 
 
@@ -43,6 +45,8 @@ def register_resolvers() -> None:
         OmegaConf.register_new_resolver("sl.abspath", lambda p: str(Path(os.path.expanduser(str(p))).resolve()))
     if not OmegaConf.has_resolver("sl.ddp_devices"):
         OmegaConf.register_new_resolver("sl.ddp_devices", _ddp_devices)
+    if not OmegaConf.has_resolver("sl.uid"):
+        OmegaConf.register_new_resolver("sl.uid", lambda: _PROCESS_ID)
     if not OmegaConf.has_resolver("sl.tracking_uri"):
         OmegaConf.register_new_resolver("sl.tracking_uri", resolve_tracking_uri)
     if not OmegaConf.has_resolver("sl.data_id"):

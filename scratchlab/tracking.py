@@ -118,8 +118,29 @@ def tracking_uri(cfg: DictConfig) -> str:
     ``paths.mlruns_dir``. A local SQLite store gets its folder created."""
     uri = resolve_tracking_uri(cfg.logger.get("tracking_uri"), cfg.paths.mlruns_dir)
     if uri.startswith("sqlite:///"):
-        Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+        _ensure_sqlite_store(Path(uri.removeprefix("sqlite:///")))
     return uri
+
+
+_READY_STORES: set[Path] = set()
+
+
+def _ensure_sqlite_store(db: Path) -> None:
+    """Create (and migrate) a SQLite store once, under a file lock: runs started together on a new store
+    would otherwise run MLflow's schema migrations at the same time and fail."""
+    db = db.resolve()
+    if db in _READY_STORES:
+        return
+    db.parent.mkdir(parents=True, exist_ok=True)
+    with open(db.with_name(db.name + ".lock"), "w") as lock:
+        try:
+            import fcntl
+
+            fcntl.flock(lock, fcntl.LOCK_EX)
+        except ImportError:  # no POSIX locks (Windows): start runs on a new store one at a time
+            pass
+        MlflowClient(f"sqlite:///{db}").search_experiments(max_results=1)
+    _READY_STORES.add(db)
 
 
 def _default_artifact_root(uri: str) -> Path | None:

@@ -80,3 +80,24 @@ def test_resume_continues_the_run_and_matches_an_uninterrupted_one(tmp_path: Pat
     assert [v for _, v in resumed_curve] == pytest.approx([v for _, v in straight_curve], abs=1e-6)
     for key in ("test/acc", "test/auroc", "test/loss"):
         assert run.data.metrics[key] == pytest.approx(reference.data.metrics[key], abs=1e-6), key
+
+
+def test_concurrent_runs_share_only_the_mlflow_store(tmp_path: Path, tiny_dataset: Path) -> None:
+    overrides = [o for o in tiny_overrides(tmp_path, tiny_dataset) if not o.startswith("hydra.run.dir")]
+    procs = [subprocess.Popen([sys.executable, "-m", "scratchlab.train", *overrides, "trainer.max_epochs=1",
+                               f"seed={seed}"], cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True, env=cli_env()) for seed in range(4)]
+    results = [p.communicate(timeout=600) for p in procs]
+    assert [p.returncode for p in procs] == [0] * 4, [err[-1500:] for _, err in results]
+    folders = sorted((tmp_path / "logs" / "runs").iterdir())
+    assert len(folders) == 4, "one folder per run, even when started in the same second"
+    for folder in folders:
+        assert (folder / "checkpoints" / "best.ckpt").is_file() and (folder / ".hydra" / "config.yaml").is_file()
+    client = MlflowClient(f"sqlite:///{tmp_path}/mlruns/mlflow.db")
+    runs = client.search_runs([client.get_experiment_by_name("scratchlab").experiment_id])
+    assert sorted(r.info.status for r in runs) == ["FINISHED"] * 4
+    assert sorted(r.data.params["seed"] for r in runs) == ["0", "1", "2", "3"]
+    for run in runs:
+        files = {a.path for a in client.list_artifacts(run.info.run_id)}
+        assert {"training_curves.png", "split.csv", "config", "checkpoints"} <= files
+        assert run.data.tags["hydra.output_dir"] in {str(f) for f in folders}
