@@ -49,6 +49,19 @@ def reported_values(run: Any) -> dict[str, float]:
     return out
 
 
+CUT_KEYS = ("profile", "trainer.max_epochs", "trainer.limit_train_batches", "trainer.limit_val_batches",
+            "trainer.limit_test_batches", "data.source.count")
+"""Overrides that shrink a run (epochs, batches, data): such a run is a smoke test, not a reproduction."""
+
+
+def reproduction(run: Any) -> str:
+    """``yes``, or ``no (smoke: ...)`` for a ``profile=cpu`` run or one whose epochs, batches or data were cut."""
+    cut = [o for o in run.data.tags.get("hydra.overrides", "").split() if o.lstrip("+~").split("=")[0] in CUT_KEYS]
+    if run.data.tags.get("smoke") and not any(o.startswith("profile=") for o in cut):
+        cut.insert(0, str(run.data.tags["smoke"]))
+    return f"no (smoke: {' '.join(cut)})" if cut else "yes"
+
+
 def search_runs(client: Any, experiments: Sequence[str] | None = None, filter_string: str | None = None) -> list:
     """All runs (every page) of the named experiments (all when None) matching ``filter_string``."""
     from mlflow.exceptions import MlflowException
@@ -103,7 +116,7 @@ class ReportTable:
                         (f"value:{m}", f"{m} reproduced", f"{m} reproduced"), (f"diff:{m}", "Δ", f"{m} diff")]
             else:
                 out.append((f"value:{m}", m, m))
-        return out
+        return out + [("weights", "weights", "weights"), ("reproduction", "reproduction", "reproduction")]
 
     def to_markdown(self, digits: int = 4, tracking_uri: str = "") -> str:
         cols = self.columns()
@@ -194,7 +207,8 @@ def build_tables(runs: Sequence[Any], experiment_names: Mapping[str, str], track
                                    "run_id": run.info.run_id, "run_name": run.info.run_name or "",
                                    "experiment": experiment_names.get(run.info.experiment_id, run.info.experiment_id),
                                    "status": run.info.status,
-                                   "url": run_url(tracking_uri, run.info.experiment_id, run.info.run_id)}
+                                   "url": run_url(tracking_uri, run.info.experiment_id, run.info.run_id),
+                                   "weights": run.data.tags.get("weights_source"), "reproduction": reproduction(run)}
             for p in params or ():
                 row[f"param:{p}"] = run.data.params.get(p)
             for m in columns:
