@@ -1,0 +1,75 @@
+"""Training images/s of one classifier: a plain PyTorch loop (benchmarks/bare_loop.py) against scratchlab,
+same data, model, batch, epochs and device; prints both figures and their ratio.
+
+    python benchmarks/throughput.py                                   # the custom CNN at 100 px, on the CPU
+    python benchmarks/throughput.py --model resnet18 --image-size 64 --batch-size 16
+    python benchmarks/throughput.py --model convnext_tiny --image-size 224 --device cuda --images 3600
+
+``--model`` is ``cnn`` or any timm model name (random init). Images are the built-in text_scratch set
+(``--images`` of them, 80 % used for training), unless Hydra overrides name other data (``data=folder
+data.root=PATH``). On CUDA both sides train in fp16 (``16-mixed``) with pinned memory. Images/s counts
+training images from the end of the first epoch to the end of the last (validation included on both sides).
+Data, runs and logs go to a temporary folder, removed at the end (``--workdir`` to keep one).
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bare_loop import train_and_test  # noqa: E402
+from parity import bare_split, scratchlab_side  # noqa: E402
+
+
+def model_overrides(model: str, image_size: int) -> list[str]:
+    """The scratchlab config of ``model`` (``cnn`` or a timm name) at ``image_size``."""
+    if model == "cnn":
+        return ["model=cnn", f"model.image_size={image_size}"]
+    return ["model=resnet50", f"model.name={model}", f"model.image_size={image_size}", "model.pretrained=false"]
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", default="cnn", help="cnn or a timm model name")
+    parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    parser.add_argument("--image-size", type=int, default=100)
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--epochs", type=int, default=3, help="at least 2 (the first epoch is not timed)")
+    parser.add_argument("--images", type=int, default=1500, help="size of the built-in data set")
+    parser.add_argument("--workers", type=int, default=2, help="data loader workers of both sides")
+    parser.add_argument("--workdir", type=Path, default=None)
+    parser.add_argument("overrides", nargs="*", help="more Hydra overrides of the scratchlab side")
+    args = parser.parse_args(argv)
+    if args.epochs < 2:
+        parser.error("--epochs must be at least 2 (images/s is measured after the first epoch)")
+    os.environ.pop("MLFLOW_TRACKING_URI", None)
+    os.environ.setdefault("MLFLOW_ENABLE_ASYNC_LOGGING", "false")
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    device = ["trainer.accelerator=gpu", "trainer.precision=16-mixed", "data.pin_memory=true"] \
+        if args.device == "cuda" else ["trainer.accelerator=cpu"]
+    data = [] if any(o.startswith("data=") for o in args.overrides) else \
+        ["data=text_scratch", f"data.source.count={args.images}"]
+    overrides = [*model_overrides(args.model, args.image_size), *data, *device, "augment=none",
+                 f"data.batch_size={args.batch_size}", f"data.num_workers={args.workers}",
+                 "data.split.train=0.8", "data.split.val=0.1", "data.split.test=0.1",
+                 "callbacks.early_stopping=null", "loss.pos_weight=null", *args.overrides]
+    workdir = (args.workdir or Path(tempfile.mkdtemp(prefix="scratchlab-throughput-"))).resolve()
+    try:
+        sl = scratchlab_side("classify", overrides, workdir, 0, args.epochs)
+        bare = train_and_test("classify", bare_split(sl["cfg"], sl["split"]), sl["cfg"], 0, device=args.device)
+    finally:
+        if args.workdir is None:
+            shutil.rmtree(workdir, ignore_errors=True)
+    print(f"model {args.model} @ {args.image_size} px, batch {args.batch_size}, {args.device}, {args.workers} "
+          f"workers, {args.epochs} epochs of {int((sl['split'].split == 'train').sum())} training images")
+    print(f"bare loop:  {bare.images_per_s:8.1f} images/s")
+    print(f"scratchlab: {sl['images_per_s']:8.1f} images/s")
+    print(f"throughput: ratio={sl['images_per_s'] / bare.images_per_s:.3f} (scratchlab / bare)")
+
+
+if __name__ == "__main__":
+    main()
