@@ -67,7 +67,12 @@ class SweepSummary(Callback):
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         results_file = Path(config.hydra.sweep.dir) / "optimization_results.yaml"
-        if not results_file.is_file() or "best_params" not in (results := OmegaConf.load(results_file)):
+        if not results_file.is_file():
+            return
+        results = OmegaConf.load(results_file)
+        if "best_params" not in results:
+            print(f"study {results.study_name}: no trial completed yet ({results.n_pruned} pruned of "
+                  f"{results.n_trials}); nothing to re-run")
             return
         best_params = dict(results.best_params)
         metric = config.get("optimized_metric") or "value"
