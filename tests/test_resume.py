@@ -1,5 +1,6 @@
 """Interrupt and resume: SIGTERM / Ctrl-C leave a KILLED run with last.ckpt logged and exit 143 / 130;
-resume=RUN_ID continues the same MLflow run and ends where an uninterrupted run ends."""
+resume=RUN_ID continues the same MLflow run and ends where an uninterrupted run ends; concurrent runs
+share only the MLflow store."""
 from __future__ import annotations
 
 import signal
@@ -42,22 +43,25 @@ def _only_run(root: Path):
     return runs[0]
 
 
-@pytest.mark.parametrize(("signum", "code"), [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
-def test_signal_leaves_killed_run_with_last_checkpoint(tmp_path: Path, tiny_dataset: Path, signum: int, code: int) -> None:
-    result = _interrupt_after_first_epoch(tmp_path, tiny_dataset, signum)
+def _assert_killed_with_last_checkpoint(result: subprocess.CompletedProcess, root: Path, code: int):
     assert result.returncode == code, result.stderr[-2000:]
     assert "Traceback" not in result.stderr and "resume=" in result.stderr
-    run = _only_run(tmp_path)
+    run = _only_run(root)
     assert run.info.status == "KILLED"
     logged = {a.path for a in MlflowClient().list_artifacts(run.info.run_id, "checkpoints")}
     assert "checkpoints/last.ckpt" in logged
     assert Path(run.data.tags["last_checkpoint"]).is_file()
+    return run
+
+
+def test_ctrl_c_leaves_killed_run_with_last_checkpoint(tmp_path: Path, tiny_dataset: Path) -> None:
+    result = _interrupt_after_first_epoch(tmp_path, tiny_dataset, signal.SIGINT)
+    _assert_killed_with_last_checkpoint(result, tmp_path, 130)
 
 
 def test_resume_continues_the_run_and_matches_an_uninterrupted_one(tmp_path: Path, tiny_dataset: Path) -> None:
     interrupted = _interrupt_after_first_epoch(tmp_path, tiny_dataset, signal.SIGTERM)
-    assert interrupted.returncode == 143, interrupted.stderr[-2000:]
-    run_id = _only_run(tmp_path).info.run_id
+    run_id = _assert_killed_with_last_checkpoint(interrupted, tmp_path, 143).info.run_id
     resumed = run_cli("scratchlab.train", [*_overrides(tmp_path, tiny_dataset, "resumed"), f"resume={run_id}"],
                       cwd=tmp_path, timeout=600)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
