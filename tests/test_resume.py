@@ -20,7 +20,7 @@ EPOCHS = 6
 
 def _overrides(root: Path, data: Path, run_dir: str) -> list[str]:
     return [*tiny_overrides(root, data, run_dir), f"trainer.max_epochs={EPOCHS}", "callbacks=no_early_stopping",
-            "augment=none", "callbacks.progress_bar.refresh_rate=0"]
+            "callbacks.progress_bar.refresh_rate=0"]
 
 
 def _interrupt_after_first_epoch(root: Path, data: Path, signum: int) -> subprocess.CompletedProcess:
