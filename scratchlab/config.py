@@ -39,6 +39,12 @@ def resolve_tracking_uri(configured: str | None, mlruns_dir: str | Path) -> str:
     return str(uri) if uri else f"sqlite:///{Path(mlruns_dir).resolve()}/mlflow.db"
 
 
+def ui_hint(configured: str | None, mlruns_dir: str | Path) -> str:
+    """How to look at the runs: the server's address, or the ``mlflow ui`` command for a local store."""
+    uri = resolve_tracking_uri(configured, mlruns_dir)
+    return f"open {uri}" if uri.startswith(("http://", "https://")) else f"mlflow ui --backend-store-uri {uri}"
+
+
 def register_resolvers() -> None:
     """Register the ``sl.*`` resolvers used in ``conf/`` (idempotent)."""
     if not OmegaConf.has_resolver("sl.abspath"):
@@ -47,8 +53,8 @@ def register_resolvers() -> None:
         OmegaConf.register_new_resolver("sl.ddp_devices", _ddp_devices)
     if not OmegaConf.has_resolver("sl.uid"):
         OmegaConf.register_new_resolver("sl.uid", lambda: _PROCESS_ID)
-    if not OmegaConf.has_resolver("sl.tracking_uri"):
-        OmegaConf.register_new_resolver("sl.tracking_uri", resolve_tracking_uri)
+    if not OmegaConf.has_resolver("sl.ui_hint"):
+        OmegaConf.register_new_resolver("sl.ui_hint", ui_hint)
     if not OmegaConf.has_resolver("sl.data_id"):
         OmegaConf.register_new_resolver("sl.data_id", data_fingerprint)
 

@@ -1,5 +1,5 @@
 """The README's `mlflow ui` command starts on the project's store and lists a run with its metrics, params
-and plots (MLflow's REST API, as the UI itself reads them)."""
+and plots (MLflow's REST API, as the UI itself reads them); where runs go; clean console output."""
 from __future__ import annotations
 
 import json
@@ -55,6 +55,12 @@ def _wait_healthy(base: str, server: subprocess.Popen, limit: float = 240) -> No
 def test_readme_mlflow_ui_lists_run_metrics_params_and_plots(tmp_path: Path, tiny_dataset: Path) -> None:
     train = run_cli("scratchlab.train", tiny_overrides(tmp_path, tiny_dataset), cwd=tmp_path)
     assert train.returncode == 0, train.stderr[-2000:]
+    output = train.stdout + train.stderr
+    assert "\r" not in output and "Tip" not in output, "no progress frames or third-party tips in a log"
+    assert "epoch 1/2 (" in output and "epoch 2/2 (" in output, "one line per epoch instead"
+    checkpoint = next(line for line in train.stdout.splitlines() if "best checkpoint:" in line).split(": ", 1)[1]
+    assert Path(checkpoint).is_file(), "the summary never breaks a path across lines"
+    assert f"--backend-store-uri sqlite:///{tmp_path}/mlruns/mlflow.db" in train.stdout
     port = _free_port()
     mlflow_exe = Path(sys.executable).with_name("mlflow")
     server = subprocess.Popen([str(mlflow_exe), *_readme_ui_args(), "--port", str(port), "--workers", "1"],
@@ -86,3 +92,23 @@ def test_readme_mlflow_ui_lists_run_metrics_params_and_plots(tmp_path: Path, tin
             server.wait(timeout=30)
         except subprocess.TimeoutExpired:
             os.killpg(server.pid, signal.SIGKILL)
+
+
+def test_tracking_uri_precedence_and_artifacts_beside_the_store(tmp_path: Path, monkeypatch) -> None:
+    from mlflow.tracking import MlflowClient
+
+    from scratchlab.config import resolve_tracking_uri
+    from scratchlab.tracking import get_or_create_experiment
+
+    default = f"sqlite:///{tmp_path / 'mlruns'}/mlflow.db"
+    assert resolve_tracking_uri(None, tmp_path / "mlruns") == default
+    assert resolve_tracking_uri("http://team:5000", tmp_path / "mlruns") == "http://team:5000"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/elsewhere/mlflow.db")
+    assert resolve_tracking_uri("http://team:5000", tmp_path / "mlruns") == f"sqlite:///{tmp_path}/elsewhere/mlflow.db"
+    (tmp_path / "elsewhere").mkdir()
+    client = MlflowClient(f"sqlite:///{tmp_path}/elsewhere/mlflow.db")
+    experiment = client.get_experiment(get_or_create_experiment(client, "beside"))
+    assert experiment.artifact_location == (tmp_path / "elsewhere" / "artifacts" / "beside").as_uri()
+    shown = subprocess.run([sys.executable, "-m", "scratchlab.train", "--help"], cwd=tmp_path, capture_output=True,
+                           text=True, env={**cli_env(), "MLFLOW_TRACKING_URI": "http://team:5000"})
+    assert "Compare runs: open http://team:5000" in shown.stdout, "hints name the store in use"
