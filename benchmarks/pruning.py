@@ -27,7 +27,9 @@ def run_sweep(root: Path, pruner: str, args: argparse.Namespace) -> dict[str, fl
                f"model.image_size={args.image_size}", f"trainer.max_epochs={args.epochs}", "data.num_workers=0",
                "callbacks=no_early_stopping", "name=pruning"]
     start = time.perf_counter()
-    subprocess.run(command, cwd=root, check=True, capture_output=True, text=True)
+    done = subprocess.run(command, cwd=root, capture_output=True, text=True)
+    if done.returncode != 0:
+        sys.exit(f"sweep failed (exit {done.returncode}):\n{done.stderr[-3000:]}")
     wall = time.perf_counter() - start
     storage = f"sqlite:///{root}/logs/optuna.db"
     study = optuna.load_study(study_name=optuna.get_all_study_names(storage)[0], storage=storage)

@@ -33,3 +33,14 @@ def test_wheel_carries_configs_and_runs_from_anywhere(tmp_path: Path) -> None:
                             "--cfg", "job"], cwd=elsewhere, env=env, capture_output=True, text=True)
     assert shown.returncode == 0, shown.stderr[-2000:]
     assert "name: cnn" in shown.stdout and "optimized_metric: val/f1_bad" in shown.stdout
+
+
+def test_user_config_folder_joins_the_search_path(tmp_path: Path) -> None:
+    (tmp_path / "my_conf" / "data").mkdir(parents=True)
+    (tmp_path / "my_conf" / "data" / "line3.yaml").write_text(
+        "defaults:\n  - folder\n  - _self_\nname: line3\nroot: /data/line3\n")
+    for extra in (["--config-dir", "my_conf"], [f"hydra.searchpath=[file://{tmp_path / 'my_conf'}]"]):
+        shown = subprocess.run([sys.executable, "-m", "scratchlab.train", *extra, "data=line3", "--cfg", "job"],
+                               cwd=tmp_path, capture_output=True, text=True)
+        assert shown.returncode == 0, shown.stderr[-2000:]
+        assert "name: line3" in shown.stdout and "root: /data/line3" in shown.stdout
