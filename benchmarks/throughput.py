@@ -20,6 +20,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+import torch
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bare_loop import train_and_test  # noqa: E402
 from parity import bare_split, scratchlab_side  # noqa: E402
@@ -41,11 +43,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--epochs", type=int, default=3, help="at least 2 (the first epoch is not timed)")
     parser.add_argument("--images", type=int, default=1500, help="size of the built-in data set")
     parser.add_argument("--workers", type=int, default=2, help="data loader workers of both sides")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads of both sides (default: torch's own)")
     parser.add_argument("--workdir", type=Path, default=None)
     parser.add_argument("overrides", nargs="*", help="more Hydra overrides of the scratchlab side")
     args = parser.parse_args(argv)
     if args.epochs < 2:
         parser.error("--epochs must be at least 2 (images/s is measured after the first epoch)")
+    if args.threads:
+        torch.set_num_threads(args.threads)
     os.environ.pop("MLFLOW_TRACKING_URI", None)
     os.environ.setdefault("MLFLOW_ENABLE_ASYNC_LOGGING", "false")
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
