@@ -12,6 +12,7 @@ from hydra.experimental.callback import Callback
 from hydra_plugins.scratchlab_optuna_sweeper import current_trial
 from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig, OmegaConf
+from pytorch_lightning.trainer.states import TrainerFn
 
 from scratchlab.tracking import experiment_name, sweep_parent_run, tracking_uri
 
@@ -29,8 +30,8 @@ class TrialPruning(pl.Callback):
 
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         value = trainer.callback_metrics.get(self.monitor)
-        if trainer.sanity_checking or value is None:
-            return
+        if trainer.sanity_checking or trainer.state.fn != TrainerFn.FITTING or value is None:
+            return  # epochs of training only, not the final validation of the best checkpoint
         self.trial.report(float(value), step=trainer.current_epoch)
         if self.trial.should_prune():
             self.pruned = True
