@@ -235,14 +235,17 @@ class Predictor:
         graph, meta = _load_onnx(path, providers) if path.suffix.lower() == ".onnx" else _load_torchscript(path)
         spec = ModelSpec.from_dict(meta["spec"])
         spec = spec.with_decision(resolve_decision(asdict(spec.decision), None, decision_overrides))
-        geometry = A.Compose(spec.preprocess.geometry())
+        from scratchlab.tasks import task_class
+
+        task = task_class(spec.task)
+        geometry = A.Compose(task.export_geometry(spec.preprocess))
 
         def run(images: list[np.ndarray]) -> list[dict[str, np.ndarray]]:
             inputs = [np.ascontiguousarray(geometry(image=im)["image"]) for im in images]
             out: list[dict[str, np.ndarray]] = [{} for _ in inputs]
             groups: dict[tuple[int, ...], list[int]] = {}
             for i, x in enumerate(inputs):
-                groups.setdefault(x.shape, []).append(i)
+                groups.setdefault(i if task.one_image_per_forward else x.shape, []).append(i)
             for idx in groups.values():
                 arrays = graph(np.stack([inputs[i] for i in idx]))
                 for j, i in enumerate(idx):

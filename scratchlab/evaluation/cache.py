@@ -89,19 +89,17 @@ class ModelSource:
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any]) -> ModelSource:
-        """A model rebuilt from its run config alone: two_stage runs, which train nothing and keep no checkpoint."""
+        """A model rebuilt from its run config alone (a task that trains nothing, such as two_stage)."""
+        from scratchlab.tasks import task_class
+
         config = dict(config)
-        model = config.get("model") or {}
-        if model.get("task") != "two_stage":
-            raise ConfigError("only two_stage runs can be evaluated without a checkpoint; give ckpt=PATH")
-        classifier, segmenter = (read_checkpoint(model[k]) for k in ("classifier_ckpt", "segmenter_ckpt"))
-        gate = model.get("gate_threshold")
-        spec = ModelSpec(task="two_stage", class_names=segmenter.spec.class_names,
-                         preprocess=segmenter.spec.preprocess,
-                         decision=DecisionParams.from_config(config.get("decision") or {}),
-                         options={"gate_threshold": classifier.spec.decision.threshold if gate is None else float(gate)})
-        parts = "".join(weights_fingerprint(c.state_dict) for c in (classifier, segmenter))
-        return cls(config=config, spec=spec, fingerprint=hashlib.sha256(parts.encode()).hexdigest())
+        task = task_class(str((config.get("model") or {}).get("task")))
+        if task.needs_training:
+            raise ConfigError("only runs of models that train nothing (two_stage) can be evaluated without a "
+                              "checkpoint; give ckpt=PATH")
+        spec, parts = task.spec_from_config(config)
+        fingerprint = hashlib.sha256("".join(weights_fingerprint(p.state_dict) for p in parts).encode()).hexdigest()
+        return cls(config=config, spec=spec, fingerprint=fingerprint)
 
     def load_task(self) -> Any:
         """The LightningModule in eval mode (runs the network only after this)."""

@@ -143,8 +143,10 @@ def find_target(cfg: DictConfig, client: MlflowClient, uri: str, source: ModelSo
     path = _run_checkpoint(client, run, cfg)
     if path is not None:
         return Target(ModelSource.from_checkpoint(path), run, checkpoint_from_run=True)
-    if run.data.tags.get("task") == "two_stage" and "config/config.yaml" in _artifact_files(client, run.info.run_id,
-                                                                                             "config"):
+    from scratchlab.tasks import TASK_CLASSES
+
+    trains_nothing = not getattr(TASK_CLASSES.get(run.data.tags.get("task", "")), "needs_training", True)
+    if trains_nothing and "config/config.yaml" in _artifact_files(client, run.info.run_id, "config"):
         text = client.download_artifacts(run.info.run_id, "config/config.yaml", str(Path(cfg.paths.log_dir) / "tmp"))
         return Target(ModelSource.from_config(OmegaConf.to_container(OmegaConf.load(text), resolve=True)), run)
     raise ConfigError(f"run {run.info.run_id} has no checkpoint (no best_checkpoint file here and no "

@@ -14,16 +14,17 @@ log = logging.getLogger(__name__)
 
 
 def maskrcnn(num_outputs: int = 2, min_size: int = 320, max_size: int = 640, weights_path: str | None = None,
-             box_detections_per_img: int = 50) -> nn.Module:
+             box_detections_per_img: int = 50, box_score_thresh: float = 0.05) -> nn.Module:
     """Randomly initialised Mask R-CNN; ``weights_path`` loads a local state dict (e.g. COCO weights),
     skipping the tensors whose shapes differ (the class-specific heads).
 
     Inputs are expected already normalized by scratchlab's preprocessing, so the model's own
-    normalization is switched off; ``min_size``/``max_size`` bound its internal rescaling.
+    normalization is switched off; ``min_size``/``max_size`` bound its internal rescaling;
+    detections scoring under ``box_score_thresh`` are dropped inside the network.
     """
     model = maskrcnn_resnet50_fpn(weights=None, weights_backbone=None, num_classes=num_outputs, min_size=min_size,
                                   max_size=max_size, image_mean=[0.0, 0.0, 0.0], image_std=[1.0, 1.0, 1.0],
-                                  box_detections_per_img=box_detections_per_img)
+                                  box_detections_per_img=box_detections_per_img, box_score_thresh=box_score_thresh)
     if weights_path:
         path = Path(weights_path).expanduser()
         if not path.is_file():

@@ -133,6 +133,11 @@ class BaseTask(pl.LightningModule):
         """Normalized (N, 3, H, W) input -> the raw outputs named in ``export_outputs``, batched."""
         raise NotImplementedError
 
+    @classmethod
+    def export_geometry(cls, pre: Preprocess) -> list[Any]:
+        """The geometry steps an exported graph's input gets in Python (the graph normalizes)."""
+        return pre.geometry()
+
     def batch_verdicts(self, batch: Mapping[str, Any]) -> tuple[list[Raw], list[Verdict]]:
         """``predict_images`` for a data-module batch: each image cut to its own input shape first."""
         batch_shape = tuple(batch["image"].shape[-2:])

@@ -5,12 +5,14 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import albumentations as A
 import numpy as np
 import torch
 from torch import nn
 from torchmetrics.detection import MeanAveragePrecision
 
 from scratchlab.checkpoints import ModelSpec
+from scratchlab.data.transforms import Preprocess
 from scratchlab.models.instance_targets import build_target, instances_from_mask
 from scratchlab.tasks.base import Raw
 from scratchlab.tasks.segmentation import SegmentationTask
@@ -26,6 +28,22 @@ def union_map(output: dict[str, torch.Tensor], score_threshold: float, size: tup
     return output["masks"][kept, 0].float().max(dim=0).values
 
 
+class UnionMap(nn.Module):
+    """Mask R-CNN on one normalized (1, 3, H, W) image -> (1, H, W) ``union_map``, in a form ONNX can trace:
+    masks of instances under the score threshold are multiplied by 0, and a zero map joins the max."""
+
+    def __init__(self, net: nn.Module, score_threshold: float) -> None:
+        super().__init__()
+        self.net = net
+        self.score_threshold = score_threshold
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.net([x[0]])[0]
+        kept = (out["scores"] >= self.score_threshold).to(out["masks"].dtype)
+        masks = out["masks"][:, 0] * kept[:, None, None]
+        return torch.cat([torch.zeros_like(x[0, :1]), masks]).max(dim=0).values[None]
+
+
 class InstanceSegmentationTask(SegmentationTask):
     """Trains on torchvision's loss dict; judges the union of the instances kept at ``score_threshold``
     (``spec.options``) with the segmentation task's area rule."""
@@ -33,12 +51,12 @@ class InstanceSegmentationTask(SegmentationTask):
     name = "instance"
     progress_metrics = ("dice", "f1_bad", "map_segm")
     one_image_per_forward = True  # torchvision batches images padded to the largest: results would depend on it
-    export_outputs = {}
+    export_outputs = {"prob_map": {1: "height", 2: "width"}}
 
     def __init__(self, net: nn.Module, loss: nn.Module | None, optimizer: Callable, scheduler: Callable | None,
                  spec: ModelSpec, min_instance_area: int = 4, config: dict[str, Any] | None = None) -> None:
         super().__init__(net, loss, optimizer, scheduler, spec, config=config)
-        self.save_hyperparameters(ignore=["net", "loss", "optimizer", "scheduler", "spec"])
+        self.save_hyperparameters(ignore=["net", "loss", "optimizer", "scheduler", "spec"], logger=False)  # params: the flat config
         self.score_threshold = float(spec.options["score_threshold"])
         self.min_instance_area = min_instance_area
         self.map_metrics = nn.ModuleDict({s: MeanAveragePrecision(iou_type=["bbox", "segm"]) for s in ("val", "test")})
@@ -47,6 +65,14 @@ class InstanceSegmentationTask(SegmentationTask):
                     images: Sequence[np.ndarray] | None = None) -> list[Raw]:
         outputs = self.net([im[:, :h, :w] for im, (h, w) in zip(x, content_sizes)])
         return [{"prob_map": union_map(o, self.score_threshold, s).cpu().numpy()} for o, s in zip(outputs, content_sizes)]
+
+    def export_network(self) -> nn.Module:
+        return UnionMap(self.net, self.score_threshold)
+
+    @classmethod
+    def export_geometry(cls, pre: Preprocess) -> list[Any]:
+        """Mask R-CNN takes the image without padding (as ``raw_outputs`` cuts it to its content)."""
+        return [t for t in pre.geometry() if not isinstance(t, A.PadIfNeeded)]
 
     def _inputs(self, batch: dict) -> tuple[list[torch.Tensor], list[dict[str, torch.Tensor]]]:
         images, targets = [], []
@@ -64,15 +90,25 @@ class InstanceSegmentationTask(SegmentationTask):
             for key, value in losses.items():
                 self.log(f"train/{key}", value, on_step=False, on_epoch=True, batch_size=len(images))
             return sum(losses.values()), probs
-        with torch.no_grad():  # torchvision gives losses only in train mode; its batch norms are frozen
-            self.net.train()
-            loss = sum(self.net(images, targets).values())
-            self.net.eval()
+        with torch.no_grad():
+            loss = sum(self._evaluation_losses(images, targets).values())
             outputs = self.net(images)
         for i, (out, (h, w)) in enumerate(zip(outputs, batch["size"].tolist())):
             probs[i, :h, :w] = union_map(out, self.score_threshold, (h, w))
         self._update_map(stage, outputs, targets)
         return loss, probs
+
+    def _evaluation_losses(self, images: list[torch.Tensor], targets: list[dict]) -> dict[str, torch.Tensor]:
+        """torchvision gives losses only in train mode; batch norms stay in eval mode meanwhile, so evaluating
+        never changes their running statistics (a randomly initialised backbone has real batch norms)."""
+        self.net.train()
+        for module in self.net.modules():
+            if isinstance(module, nn.modules.batchnorm._BatchNorm):
+                module.eval()
+        try:
+            return self.net(images, targets)
+        finally:
+            self.net.eval()
 
     def _update_map(self, stage: str, outputs: list[dict], targets: list[dict]) -> None:
         self.map_metrics[stage].update(

@@ -13,9 +13,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from scratchlab.checkpoints import ModelSpec
+from scratchlab.checkpoints import Checkpoint, ModelSpec, read_checkpoint
 from scratchlab.data.io import read_image
-from scratchlab.postprocess import Verdict
+from scratchlab.postprocess import DecisionParams, Verdict
 from scratchlab.tasks.base import Raw
 from scratchlab.tasks.classification import ClassificationTask
 from scratchlab.tasks.segmentation import SegmentationTask
@@ -49,6 +49,17 @@ class TwoStageTask(SegmentationTask):
             for i, raw in zip(idx, maps):
                 out[i]["prob_map"] = raw["prob_map"]
         return out
+
+    @classmethod
+    def spec_from_config(cls, config: Mapping[str, Any]) -> tuple[ModelSpec, list[Checkpoint]]:
+        """The spec of a two-stage run config, read from its two checkpoints (which are returned too)."""
+        model = config.get("model") or {}
+        classifier, segmenter = (read_checkpoint(model[k]) for k in ("classifier_ckpt", "segmenter_ckpt"))
+        gate = model.get("gate_threshold")
+        spec = ModelSpec(task=cls.name, class_names=segmenter.spec.class_names, preprocess=segmenter.spec.preprocess,
+                         decision=DecisionParams.from_config(config.get("decision") or {}),
+                         options={"gate_threshold": classifier.spec.decision.threshold if gate is None else float(gate)})
+        return spec, [classifier, segmenter]
 
     @classmethod
     def judge(cls, raw: Mapping[str, np.ndarray], size: tuple[int, int], spec: ModelSpec) -> Verdict:

@@ -1,0 +1,176 @@
+"""One inference path: for every task, the test step, ``scratchlab.evaluate``, ``Predictor.from_checkpoint`` and
+``Predictor.from_exported`` judge the same images alike, with scratch areas in original-image pixels.
+
+The images have several sizes and aspect ratios, larger than the U-Net's 64 px input, and ``min_area`` is
+chosen so that counting network pixels instead of original ones would flip a decision.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import pytorch_lightning as pl
+from mlflow.tracking import MlflowClient
+
+from scratchlab.builders import assemble_two_stage, build_datamodule, load_task
+from scratchlab.checkpoints import read_checkpoint
+from scratchlab.config import compose
+from scratchlab.data.io import read_image
+from scratchlab.evaluation.cache import Predictions
+from scratchlab.evaluation.job import evaluate
+from scratchlab.exporting import export_model
+from scratchlab.predictor import Predictor
+from scratchlab.postprocess import DecisionParams
+from scratchlab.training import run_training
+from tests.conftest import tiny_overrides
+
+SIZES = [(48, 160), (150, 56), (96, 96), (70, 130), (120, 84)]
+MODELS = {
+    "cnn": ["model=cnn", "model.image_size=32"],
+    "timm": ["model=mobilenetv2", "model.name=mobilenetv2_050", "model.image_size=48", "data.resize=letterbox"],
+    "unet": ["model=unet", "model.encoder_name=resnet18", "model.image_size=64"],
+    # every detection kept, so that a one-batch Mask R-CNN still draws maps to judge
+    "maskrcnn": ["model=maskrcnn", "model.min_size=64", "model.max_size=96", "model.score_threshold=0.0",
+                 "model.box_score_thresh=0.0", "trainer.limit_train_batches=1"],
+}
+
+
+def _write_data(root: Path, n: int = 20) -> Path:
+    """good/ bad/ masks/ of several sizes and aspect ratios; bad images carry a bright line."""
+    rng = np.random.default_rng(5)
+    for sub in ("good", "bad", "masks"):
+        (root / sub).mkdir(parents=True, exist_ok=True)
+    for i in range(n):
+        h, w = SIZES[i % len(SIZES)]
+        img = (rng.normal(120, 25, (h, w)).clip(0, 255)).astype(np.uint8)
+        if i % 2 == 0:
+            cv2.imwrite(str(root / "good" / f"g{i:02d}.png"), img)
+            continue
+        mask = np.zeros((h, w), np.uint8)
+        cv2.line(mask, (int(rng.integers(0, w // 3)), int(rng.integers(0, h))),
+                 (int(rng.integers(2 * w // 3, w)), int(rng.integers(0, h))), 255, 3)
+        cv2.imwrite(str(root / "bad" / f"b{i:02d}.png"), np.where(mask > 0, 250, img).astype(np.uint8))
+        cv2.imwrite(str(root / "masks" / f"b{i:02d}.png"), mask)
+    return root
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    root = tmp_path_factory.mktemp("agreement")
+    data = _write_data(root / "data")
+    base = [o for o in tiny_overrides(root, data) if not o.startswith(("model", "hydra.run"))]
+    base += ["trainer.max_epochs=1", "logger.log_checkpoint=false", "test_after_fit=false",
+             "data.split.train=0.5", "data.split.val=0.25", "data.split.test=0.25", "data.batch_size=4"]
+    ckpts = {}
+    for name, extra in MODELS.items():
+        run_training(compose("train", base + [f"hydra.run.dir={root}/{name}", *extra]))
+        ckpts[name] = root / name / "checkpoints" / "best.ckpt"
+    return {"root": root, "base": base, "ckpts": ckpts}
+
+
+def _test_step(task: pl.LightningModule, cfg_overrides: list[str]) -> dict[str, tuple[float, bool]]:
+    """Per test image (path -> score, bad) as the test step of ``task`` records them."""
+    dm = build_datamodule(compose("train", cfg_overrides))
+    pl.Trainer(logger=False, enable_progress_bar=False, enable_model_summary=False).test(task, datamodule=dm,
+                                                                                       verbose=False)
+    return {r["path"]: (r["score"], r["is_bad"]) for r in task.test_results}
+
+
+def _choose(task: pl.LightningModule, paths: list[str], maps: bool) -> dict[str, float]:
+    """Decision values that split the test images: a threshold between two scores (classifiers), or a mask
+    threshold leaving scratch pixels and a min_area that original pixels reach but network pixels do not."""
+    images = [read_image(p) for p in paths]
+    if not maps:
+        scores = sorted(v.score for v in task.predict_images(images))
+        return {"threshold": (scores[len(scores) // 2 - 1] + scores[len(scores) // 2]) / 2}
+    raws = task.predict_raw(images)
+    values = np.unique(np.concatenate([r["prob_map"].ravel() for r in raws]))
+    k = int(len(values) * 0.97)
+    mask_threshold = float((values[k - 1] + values[k]) / 2)  # between two values: no pixel sits on it
+    params = {"mask_threshold": mask_threshold, "min_area": 1}
+    spec = task.spec.with_decision(DecisionParams.from_config(params))
+    flips, areas = [], []
+    for raw, image in zip(raws, images):
+        network_area = int((raw["prob_map"] >= mask_threshold).sum())
+        areas.append(type(task).judge(raw, image.shape[:2], spec).scratch_area)
+        if 0 < network_area < areas[-1]:
+            flips.append(network_area + 0.5)
+    if task.preprocess.image_size is None:  # native resolution (Mask R-CNN): a min_area between the images' areas
+        distinct = sorted(set(areas))
+        params["min_area"] = (distinct[len(distinct) // 2 - 1] + distinct[len(distinct) // 2]) / 2
+        return params
+    assert flips, "the images are scaled down, so original areas exceed network areas"
+    params["min_area"] = max(flips)  # the old unit would call that image good, the new one bad
+    return params
+
+
+def _agree(reference: dict[str, tuple[float, bool]], other: dict[str, tuple[float, bool]], tol: float,
+           what: str) -> None:
+    assert sorted(other) == sorted(reference), what
+    for path, (score, bad) in reference.items():
+        assert other[path][1] == bad, f"{what}: decision differs on {path}"
+        assert abs(other[path][0] - score) <= tol, f"{what}: score {other[path][0]} vs {score} on {path}"
+
+
+def _predictor(predictor: Predictor, paths: list[str]) -> dict[str, tuple[float, bool]]:
+    return {p.path: (p.score, p.is_bad) for p in predictor.predict_paths(paths, batch_size=3)}
+
+
+def _evaluate(root: Path, params: dict[str, float], *target: str) -> dict[str, tuple[float, bool]]:
+    given = [f"decision.{k}={v!r}" for k, v in params.items()]
+    evaluate(compose("evaluate", [f"paths.root_dir={root}", *target, *given, "log_predictions=never", "link_run=false"]))
+    client = MlflowClient(f"sqlite:///{root}/mlruns/mlflow.db")
+    ids = [e.experiment_id for e in client.search_experiments()]
+    [run] = client.search_runs(ids, "tags.`mlflow.source.name` = 'scratchlab.evaluate'", max_results=1,
+                               order_by=["attributes.start_time DESC"])
+    preds = Predictions.load(root / "logs" / "prediction_cache" / f"{run.data.tags['scratchlab.prediction_cache']}.npz")
+    verdicts = preds.verdicts(DecisionParams.from_config(params))
+    return {p: (v.score, v.is_bad) for p, v in zip(preds.paths, verdicts)}
+
+
+@pytest.mark.parametrize("name", list(MODELS))
+def test_every_path_judges_alike(setup: dict, name: str) -> None:
+    root, ckpt = setup["root"], setup["ckpts"][name]
+    run_cfg = read_checkpoint(ckpt).config
+    overrides = setup["base"] + [f"hydra.run.dir={root}/{name}", *MODELS[name]]
+    task = load_task(ckpt)
+    dm = build_datamodule(compose("train", overrides))
+    dm.prepare_data()
+    dm.setup("test")
+    paths = [str(s.image) for s in dm.splits["test"]]
+    params = _choose(task, paths, maps=name in ("unet", "maskrcnn"))
+    task.spec = task.spec.with_decision(DecisionParams.from_config({**run_cfg["decision"], **params}))
+    reference = _test_step(task, overrides)
+    assert len({bad for _, bad in reference.values()}) == 2, "both decisions occur"
+    _agree(reference, _evaluate(root, params, f"ckpt={ckpt}"), 1e-5, "scratchlab.evaluate")
+    _agree(reference, _predictor(Predictor.from_checkpoint(ckpt, params), paths), 1e-5, "from_checkpoint")
+    if Predictor.from_checkpoint(ckpt).task_class.export_outputs:
+        exported = export_model(ckpt, root / f"{name}.onnx", "onnx", params)
+        _agree(reference, _predictor(Predictor.from_exported(exported), paths), 1e-4, "from_exported")
+
+
+def test_two_stage_judges_alike(setup: dict) -> None:
+    root, ckpts = setup["root"], setup["ckpts"]
+    overrides = setup["base"] + [f"hydra.run.dir={root}/two_stage", *MODELS["unet"]]
+    dm = build_datamodule(compose("train", overrides))
+    dm.prepare_data()
+    dm.setup("test")
+    paths = [str(s.image) for s in dm.splits["test"]]
+    gate = float(np.median([v.score for v in load_task(ckpts["cnn"]).predict_images([read_image(p) for p in paths])]))
+    segmenter = load_task(ckpts["unet"])
+    params = _choose(segmenter, paths, maps=True)
+    decision = DecisionParams.from_config(params)
+    task = assemble_two_stage(load_task(ckpts["cnn"]), segmenter, decision, gate)
+    reference = _test_step(task, overrides)
+    two_stage = [f"model.{k}={v}" for k, v in (("classifier_ckpt", ckpts["cnn"]), ("segmenter_ckpt", ckpts["unet"]),
+                                                ("gate_threshold", gate))]
+    run_training(compose("train", setup["base"] + [f"hydra.run.dir={root}/two_stage", "model=two_stage",
+                                                   "model.image_size=64", "test_after_fit=false", *two_stage]))
+    client = MlflowClient(f"sqlite:///{root}/mlruns/mlflow.db")
+    [run] = client.search_runs([client.get_experiment_by_name("scratchlab").experiment_id],
+                               "tags.task = 'two_stage'", max_results=1)
+    _agree(reference, _evaluate(root, params, f"run_id={run.info.run_id}"), 1e-5, "scratchlab.evaluate")
+    predictor = Predictor.from_two_stage(ckpts["cnn"], ckpts["unet"], gate, params)
+    _agree(reference, _predictor(predictor, paths), 1e-5, "from_two_stage")
