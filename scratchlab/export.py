@@ -3,6 +3,8 @@
 Writes the checkpoint's network and normalization as ONNX or TorchScript with the model's spec
 (preprocessing, decision rule, task, class names) inside, then checks it against the checkpoint on
 synthetic images (exit 1 when they differ). See ``scratchlab.exporting`` for the format.
+An existing FILE is replaced only with ``overwrite=true``; the file is written atomically (a failed export
+leaves none), never through a symbolic link.
 """
 from __future__ import annotations
 

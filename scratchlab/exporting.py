@@ -8,7 +8,9 @@ probabilities, or the scratch-probability map). Batch is a dynamic axis; height 
 ``resize=pad`` models. The geometry step and the judgement stay in Python
 (``scratchlab.predictor.Predictor.from_exported``), the same task code the checkpoint path runs. The file
 carries the model's spec (task, class names, preprocessing, resolved decision rule) as JSON
-(ONNX ``metadata_props["scratchlab"]``; TorchScript extra file ``scratchlab.json``).
+(ONNX ``metadata_props["scratchlab"]``; TorchScript extra file ``scratchlab.json``). The file is written
+atomically (a failed export leaves none), never through a symbolic link, and replaces an existing file only
+with ``overwrite=True``.
 """
 from __future__ import annotations
 
@@ -28,6 +30,7 @@ from scratchlab.config import require_complete
 from scratchlab.errors import ConfigError
 from scratchlab.postprocess import given_overrides
 from scratchlab.predictor import INPUT_NAME, METADATA_KEY, TORCHSCRIPT_EXTRA, Predictor
+from scratchlab.safe_output import atomic_path, checked_target, refuse_existing
 
 FORMATS = ("onnx", "torchscript")
 DEFAULT_OPSET = 17
@@ -72,10 +75,15 @@ def _example_input(predictor: Predictor) -> torch.Tensor:
 
 
 def export_model(ckpt: str | Path, output: str | Path, format: str = "onnx",
-                 decision_overrides: Mapping[str, Any] | None = None, opset: int = DEFAULT_OPSET) -> Path:
+                 decision_overrides: Mapping[str, Any] | None = None, opset: int = DEFAULT_OPSET,
+                 overwrite: bool = False) -> Path:
     """Write ``ckpt``'s network + normalization to ``output`` (see the module docstring); returns the path."""
     output = Path(output).expanduser()
     _check_target(output, format)
+    output = checked_target(output.parent.resolve(), output.name)
+    if output == Path(str(ckpt)).expanduser().resolve():
+        raise ConfigError(f"output={output} is the checkpoint itself; give another file name")
+    refuse_existing([output], overwrite)
     predictor = Predictor.from_checkpoint(ckpt, decision_overrides)
     outputs = predictor.task_class.export_outputs
     if not outputs:
@@ -88,23 +96,33 @@ def export_model(ckpt: str | Path, output: str | Path, format: str = "onnx",
     pad = pre.resize == "pad"
     in_axes = {0: "batch", 1: "height", 2: "width"} if pad else {0: "batch"}
     axes = {name: {k: v for k, v in dims.items() if pad or k == 0} for name, dims in outputs.items()}
-    output.parent.mkdir(parents=True, exist_ok=True)
-    with warnings.catch_warnings(), torch.no_grad():
+    with warnings.catch_warnings(), torch.no_grad(), atomic_path(output) as tmp:
         warnings.simplefilter("ignore")
         if format == "onnx":
             import onnx
 
-            torch.onnx.export(module, (example,), str(output), dynamo=False, input_names=[INPUT_NAME],
+            torch.onnx.export(module, (example,), str(tmp), dynamo=False, input_names=[INPUT_NAME],
                               output_names=list(outputs), opset_version=opset, do_constant_folding=True,
                               dynamic_axes={INPUT_NAME: in_axes, **axes})
-            model = onnx.load(str(output))
+            model = onnx.load(str(tmp))
             onnx.helper.set_model_props(model, {METADATA_KEY: meta})
             model.doc_string = f"scratchlab {predictor.kind} model exported from {Path(str(ckpt)).name}"
-            onnx.save(model, str(output))
+            onnx.save(model, str(tmp))
         else:
             traced = torch.jit.trace(module, (example,), check_trace=False)
-            torch.jit.save(traced, str(output), _extra_files={TORCHSCRIPT_EXTRA: meta})
+            torch.jit.save(traced, str(tmp), _extra_files={TORCHSCRIPT_EXTRA: meta})
+        _check_loads(tmp, output)
     return output
+
+
+def _check_loads(tmp: Path, output: Path) -> None:
+    """A ConfigError naming ``output`` when the file just written to ``tmp`` does not load (an ONNX opset that
+    onnxruntime cannot run, for one); it then never replaces ``output``."""
+    try:
+        Predictor.from_exported(tmp)
+    except ConfigError as err:
+        hint = f"; try the default opset={DEFAULT_OPSET}" if output.suffix.lower() == ".onnx" else ""
+        raise ConfigError(f"{str(err).replace(str(tmp), str(output))}; nothing was written{hint}") from err
 
 
 def compare_with_checkpoint(ckpt: str | Path, exported: str | Path, images: list[np.ndarray] | None = None,
@@ -123,7 +141,8 @@ def compare_with_checkpoint(ckpt: str | Path, exported: str | Path, images: list
 def run_export(cfg: DictConfig) -> int:
     require_complete(cfg)
     overrides = given_overrides(OmegaConf.to_container(cfg.decision, resolve=True))
-    path = export_model(cfg.ckpt, cfg.output, cfg.format, overrides, int(cfg.opset))
+    path = export_model(cfg.ckpt, cfg.output, cfg.format, overrides, int(cfg.opset),
+                        overwrite=bool(cfg.get("overwrite", False)))
     print(f"exported {cfg.ckpt} -> {path} ({cfg.format}, {path.stat().st_size / 1e6:.1f} MB)")
     if cfg.get("verify", True):
         diff, same = compare_with_checkpoint(cfg.ckpt, path, decision_overrides=overrides)

@@ -5,6 +5,8 @@ Per image: ``<stem>_mask.png`` (models with maps; 0/255 at the image's own size)
 (scratches tinted, boxes with their areas, the decision as label) and one JSON line in
 ``DIR/predictions.jsonl``. Unreadable files get a warning line and an ``error`` JSON line and are skipped.
 Exit code 0 when every image was judged, 1 when some were skipped, 2 for bad arguments.
+Existing outputs are replaced only with ``overwrite=true``; files are written atomically, never through a
+symbolic link (``scratchlab.safe_output``).
 The work is done by ``scratchlab.predict_folder``.
 """
 from __future__ import annotations

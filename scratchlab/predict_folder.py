@@ -4,6 +4,11 @@ Per image: ``<stem>_mask.png`` (models with maps; 0/255 at the image's own size)
 (scratches tinted, boxes with their areas, the decision as label) and one JSON line in
 ``DIR/predictions.jsonl``. Unreadable files get a warning line and an ``error`` JSON line and are skipped.
 ``run_predict`` returns 0 when every image was judged, 1 when some were skipped.
+
+Outputs go through ``scratchlab.safe_output``: never through a symbolic link, each file atomically, and
+over existing files only with ``overwrite=true``; then the files an earlier run listed in
+``predictions.jsonl`` and this run did not write again are removed. Those listed files are never judged
+as inputs (an output folder inside, or equal to, the input folder).
 """
 from __future__ import annotations
 
@@ -14,14 +19,14 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import cv2
-import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
 from scratchlab.cli import report_skipped
 from scratchlab.config import require_complete
 from scratchlab.data.io import IMAGE_EXTENSIONS, list_images
-from scratchlab.errors import ConfigError, DataError
+from scratchlab.errors import ConfigError
 from scratchlab.postprocess import given_overrides
+from scratchlab.safe_output import atomic_path, checked_target, output_folder, refuse_existing, write_png
 
 PREDICTIONS_FILE = "predictions.jsonl"
 
@@ -57,10 +62,36 @@ def output_stems(paths: Sequence[Path], root: Path | None) -> dict[str, str]:
     return out
 
 
-def _write_mask(path: Path, mask: np.ndarray) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if not cv2.imwrite(str(path), mask):
-        raise DataError(f"could not write {path}; check that the folder is writable")
+def earlier_outputs(output: Path) -> set[Path]:
+    """The mask and overlay files that ``output/predictions.jsonl`` of an earlier run lists (those inside
+    ``output`` with no link on the way; lines that are not such records are ignored)."""
+    listed = checked_target(output, PREDICTIONS_FILE)
+    if not listed.is_file():
+        return set()
+    found: set[Path] = set()
+    for line in listed.read_text(errors="replace").splitlines():
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        for key in ("mask_file", "overlay_file"):
+            name = record.get(key) if isinstance(record, dict) else None
+            if isinstance(name, str) and name:
+                try:
+                    found.add(checked_target(output, name))
+                except ConfigError:
+                    continue
+    return found
+
+
+def claim_outputs(output: Path, names: Sequence[str], inputs: set[Path], overwrite: bool) -> None:
+    """Check the files named ``names`` in ``output`` before anything is written: each stays inside the folder
+    with no link on the way (``checked_target``), replaces no input image, and is new unless ``overwrite``."""
+    targets = [checked_target(output, name) for name in names]
+    clash = next((p for p in targets if p in inputs), None)
+    if clash is not None:
+        raise ConfigError(f"writing {clash} would replace an input image; give another output folder")
+    refuse_existing(targets, overwrite)
 
 
 def _label(pred) -> str:
@@ -84,39 +115,48 @@ def run_predict(cfg: DictConfig) -> int:
     if int(cfg.batch_size) < 1:
         raise ConfigError(f"batch_size={cfg.batch_size} must be at least 1")
     files, root = collect_inputs(cfg.input, bool(cfg.get("recursive", False)))
-    output = Path(str(cfg.output)).expanduser()
-    if output.exists() and not output.is_dir():
-        raise ConfigError(f"output={cfg.output} is a file; give a folder")
+    output = output_folder(cfg.output)
+    earlier = earlier_outputs(output)
+    if root is not None:  # an earlier run's outputs in the input folder are not images to judge
+        files = [p for p in files if p.resolve() not in earlier]
+        if not files:
+            raise ConfigError(f"input={cfg.input} holds only the outputs of an earlier prediction")
+    stems = output_stems(files, root)
+    overlays, overwrite = bool(cfg.get("overlays", True)), bool(cfg.get("overwrite", False))
+    inputs = {p.resolve() for p in files}
+    claim_outputs(output, [PREDICTIONS_FILE] + [f"{stem}_overlay.png" for stem in stems.values() if overlays],
+                  inputs, overwrite)
     overrides = given_overrides(OmegaConf.to_container(cfg.decision, resolve=True))
     from tqdm import tqdm  # the heavy imports (torch) only once the arguments are known to be usable
 
     from scratchlab.predictor import Predictor
-    from scratchlab.visualize import draw_overlay, save_png
+    from scratchlab.visualize import draw_overlay
 
     if cfg.get("ckpt"):
         predictor = Predictor.from_checkpoint(cfg.ckpt, overrides, device=str(cfg.get("device", "cpu")))
     else:
         predictor = Predictor.from_exported(cfg.model_path, overrides)
-    output.mkdir(parents=True, exist_ok=True)
-    stems = output_stems(files, root)
+    if predictor.kind != "classification":  # models with maps write masks too
+        claim_outputs(output, [f"{stem}_mask.png" for stem in stems.values()], inputs, overwrite)
+    written: set[Path] = set()
     counts: Counter[str] = Counter()
     skipped: list[tuple[str, str]] = []
     bar = tqdm(total=len(files), desc="predict", unit="img", file=sys.stderr, disable=len(files) < 2,
                dynamic_ncols=True)
-    with open(output / PREDICTIONS_FILE, "w") as jsonl, bar:
-        for pred in predictor.predict_paths(files, int(cfg.batch_size), skip_errors=True,
-                                              keep_images=bool(cfg.get("overlays", True))):
+    with atomic_path(output / PREDICTIONS_FILE) as tmp, open(tmp, "w") as jsonl, bar:
+        for pred in predictor.predict_paths(files, int(cfg.batch_size), skip_errors=True, keep_images=overlays):
             record = pred.to_json()
             if pred.ok:
                 counts[pred.decision] += 1
                 stem = stems[pred.path]
                 if pred.mask is not None:
-                    _write_mask(output / f"{stem}_mask.png", pred.mask)
+                    written.add(write_png(output / f"{stem}_mask.png", pred.mask))
                     record["mask_file"] = f"{stem}_mask.png"
-                if cfg.get("overlays", True):
+                if overlays:
                     overlay = draw_overlay(pred.image, pred_mask=pred.mask, boxes=pred.components,
                                            label=_label(pred))
-                    save_png(output / f"{stem}_overlay.png", overlay)
+                    bgr = cv2.cvtColor(overlay, cv2.COLOR_RGB2BGR)
+                    written.add(write_png(output / f"{stem}_overlay.png", bgr))
                     record["overlay_file"] = f"{stem}_overlay.png"
                     pred.image = None
             else:
@@ -124,6 +164,8 @@ def run_predict(cfg: DictConfig) -> int:
                 tqdm.write(f"warning: {pred.error} (skipped)", file=sys.stderr)
             jsonl.write(json.dumps(record) + "\n")
             bar.update()
+    for stale in earlier - written:
+        stale.unlink(missing_ok=True)
     print(f"{sum(counts.values())} of {len(files)} images judged: {counts['bad']} bad, {counts['good']} good"
           f"{f', {len(skipped)} skipped' if skipped else ''} -> {output / PREDICTIONS_FILE}")
     return report_skipped(skipped)
