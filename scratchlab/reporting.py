@@ -133,7 +133,7 @@ class ReportTable:
                 cells.append(_format(row.get(key), digits, signed=key.startswith("diff:")))
             lines.append("| " + " | ".join(cells) + " |")
         if tracking_uri and not tracking_uri.startswith(("http://", "https://")):
-            lines += ["", f"Runs: `mlflow ui --backend-store-uri {tracking_uri}`"]
+            lines += ["", f"Runs: `mlflow ui --backend-store-uri {tracking_uri.split('?', 1)[0]}`"]
         return "\n".join(lines) + "\n"
 
     def write_csv(self, path: Path) -> None:

@@ -1,50 +1,15 @@
-"""Around an Optuna sweep: trials report each epoch for pruning; the study's best trial is printed and
-shown on the sweep's MLflow parent run."""
+"""After an Optuna sweep: the study's best trial is printed and shown on the sweep's MLflow parent run.
+
+Hydra builds this callback for every command, so the module imports nothing heavy at load time.
+"""
 from __future__ import annotations
 
-import logging
 import shlex
 from pathlib import Path
 from typing import Any
 
-import pytorch_lightning as pl
 from hydra.experimental.callback import Callback
-from hydra_plugins.scratchlab_optuna_sweeper import current_trial
-from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig, OmegaConf
-from pytorch_lightning.trainer.states import TrainerFn
-
-from scratchlab.tracking import experiment_name, sweep_parent_run, tracking_uri
-
-log = logging.getLogger(__name__)
-
-
-class TrialPruning(pl.Callback):
-    """Report ``monitor`` to the Optuna trial after every validation; stop training when the pruner says so.
-
-    Training ends at the end of that epoch (``pruned`` is set); the job then raises ``optuna.TrialPruned``.
-    """
-
-    def __init__(self, trial: Any, monitor: str) -> None:
-        self.trial, self.monitor, self.pruned = trial, monitor, False
-
-    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        value = trainer.callback_metrics.get(self.monitor)
-        if trainer.sanity_checking or trainer.state.fn != TrainerFn.FITTING or value is None:
-            return  # epochs of training only, not the final validation of the best checkpoint
-        self.trial.report(float(value), step=trainer.current_epoch)
-        if self.trial.should_prune():
-            self.pruned = True
-            trainer.should_stop = True
-            log.info(f"pruned at epoch {trainer.current_epoch}: {self.monitor}={float(value):.4f}")
-
-
-def pruning_callback(cfg: DictConfig) -> TrialPruning | None:
-    """The pruning callback of this job when it is an Optuna trial with an ``optimized_metric``."""
-    trial = current_trial()
-    if trial is None or not cfg.get("optimized_metric"):
-        return None
-    return TrialPruning(trial, str(cfg.optimized_metric))
 
 
 def rerun_overrides(task_overrides: list[str], best_params: dict[str, Any]) -> list[str]:
@@ -83,6 +48,10 @@ class SweepSummary(Callback):
               f"{results.n_complete} complete, {results.n_pruned} pruned): "
               + " ".join(f"{k}={v}" for k, v in best_params.items()))
         print(f"  re-run it: {shlex.join(command)}")
+        from mlflow.tracking import MlflowClient
+
+        from scratchlab.tracking import experiment_name, sweep_parent_run, tracking_uri
+
         context = {"sweep_dir": config.hydra.sweep.dir, "study": config.hydra.sweeper.get("study_name") or ""}
         name = experiment_name(config, context)
         client = MlflowClient(tracking_uri(config))

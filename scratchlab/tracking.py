@@ -64,7 +64,7 @@ class TrackedRun:
         uri = self.tracking_uri
         if uri.startswith(("http://", "https://")):
             return f"{uri.rstrip('/')}/#/experiments/{self.experiment_id}/runs/{self.run_id}"
-        return f"mlflow ui --backend-store-uri {uri}  (experiment {self.experiment_name!r}, run {self.run_id})"
+        return f"mlflow ui --backend-store-uri {display_uri(uri)}  (experiment {self.experiment_name!r}, run {self.run_id})"
 
 
 def git_info(path: Path = PROJECT_DIR) -> dict[str, str]:
@@ -117,9 +117,22 @@ def tracking_uri(cfg: DictConfig) -> str:
     """The store runs go to: ``MLFLOW_TRACKING_URI``, then ``logger.tracking_uri``, then the SQLite store in
     ``paths.mlruns_dir``. A local SQLite store gets its folder created."""
     uri = resolve_tracking_uri(cfg.logger.get("tracking_uri"), cfg.paths.mlruns_dir)
-    if uri.startswith("sqlite:///"):
-        _ensure_sqlite_store(Path(uri.removeprefix("sqlite:///")))
-    return uri
+    db = sqlite_path(uri)
+    if db is None:
+        return uri
+    _ensure_sqlite_store(db)
+    # runs that write to one SQLite store at the same time wait for each other's locks (60 s, not 5 s)
+    return uri if "?" in uri else f"{uri}?timeout=60"
+
+
+def sqlite_path(uri: str) -> Path | None:
+    """The database file of a ``sqlite:///`` URI (query left out), else None."""
+    return Path(uri.removeprefix("sqlite:///").split("?", 1)[0]) if uri.startswith("sqlite:///") else None
+
+
+def display_uri(uri: str) -> str:
+    """The URI as users type it for ``mlflow ui`` (no connection options)."""
+    return uri.split("?", 1)[0] if uri.startswith("sqlite:") else uri
 
 
 _READY_STORES: set[Path] = set()
@@ -145,9 +158,8 @@ def _ensure_sqlite_store(db: Path) -> None:
 
 def _default_artifact_root(uri: str) -> Path | None:
     """Artifacts of a SQLite store live beside its database, where ``mlflow ui`` on that store finds them."""
-    if uri.startswith("sqlite:///"):
-        return Path(uri.removeprefix("sqlite:///")).resolve().parent / "artifacts"
-    return None
+    db = sqlite_path(uri)
+    return db.resolve().parent / "artifacts" if db is not None else None
 
 
 def get_or_create_experiment(client: MlflowClient, name: str, artifact_root: str | None = None) -> str:

@@ -19,7 +19,7 @@ from scratchlab.config import require_complete
 from scratchlab.progress import console_callbacks
 from scratchlab.figures import training_curves_figure
 from scratchlab.resume import LAST_CHECKPOINT_TAG, Interrupted, ResumeState, resume_point, signals_interrupt
-from scratchlab.sweeps import pruning_callback
+from scratchlab.pruning import pruning_callback
 from scratchlab.tracking import TrackedRun, flatten_config, mlflow_run, new_params, tracking_uri
 
 log = logging.getLogger(__name__)

@@ -55,6 +55,15 @@ def tiny_overrides(root: Path, data_root: Path | None = None, run_dir: str = "ru
     return out
 
 
+@pytest.fixture(autouse=True)
+def _own_tracking_store():
+    """``mlflow.set_tracking_uri`` also sets ``MLFLOW_TRACKING_URI`` in the process, which scratchlab puts
+    first: drop it around every test so each run picks its store from its own config."""
+    os.environ.pop("MLFLOW_TRACKING_URI", None)
+    yield
+    os.environ.pop("MLFLOW_TRACKING_URI", None)
+
+
 def cli_env() -> dict[str, str]:
     """The environment of a command a test starts: the tracking URI that ``mlflow.set_tracking_uri`` put in
     this process's environment is dropped, so the command picks its store as a user's would."""
