@@ -141,7 +141,8 @@ def run_predict(cfg: DictConfig) -> int:
     written: set[Path] = set()
     counts: Counter[str] = Counter()
     skipped: list[tuple[str, str]] = []
-    bar = tqdm(total=len(files), desc="predict", unit="img", file=sys.stderr, disable=len(files) < 2,
+    quiet = len(files) < 2 or not sys.stderr.isatty()  # no progress frames in logs
+    bar = tqdm(total=len(files), desc="predict", unit="img", file=sys.stderr, disable=quiet,
                dynamic_ncols=True)
     with atomic_path(output / PREDICTIONS_FILE) as tmp, open(tmp, "w") as jsonl, bar:
         for pred in predictor.predict_paths(files, int(cfg.batch_size), skip_errors=True, keep_images=overlays):

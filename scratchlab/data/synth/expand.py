@@ -133,7 +133,8 @@ def _write_bad(folder: Path, maker: BadMaker, count: int, names: Sequence[str], 
                progress: bool) -> list[dict[str, Any]]:
     """Write ``count`` bad images and masks into ``folder/bad`` and ``folder/masks``; their records."""
     records = []
-    bar = tqdm(range(count), desc=desc, unit="img", file=sys.stderr, disable=not progress or count < 2,
+    quiet = not progress or count < 2 or not sys.stderr.isatty()  # no progress frames in logs
+    bar = tqdm(range(count), desc=desc, unit="img", file=sys.stderr, disable=quiet,
                dynamic_ncols=True, mininterval=1.0)
     for i in bar:
         image, mask, rec = maker.make(i)
@@ -234,7 +235,8 @@ def expand_folder(input_dir: str | Path, output: str | Path, n: int | None = Non
     tmp = _new_tmp(out)
     try:
         goods, names, skipped = [], [], []
-        for path in tqdm(files, desc="good", unit="img", file=sys.stderr, disable=not progress or len(files) < 2,
+        quiet = not progress or len(files) < 2 or not sys.stderr.isatty()
+        for path in tqdm(files, desc="good", unit="img", file=sys.stderr, disable=quiet,
                          dynamic_ncols=True, mininterval=1.0):
             try:
                 read_image(path)

@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import sys
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -94,7 +95,8 @@ def write_synthetic_dataset(
         for sub in ("good", "bad", "masks"):
             (tmp / sub).mkdir(parents=True)
         with open(tmp / "annotations.jsonl", "w") as ann:
-            for i in tqdm(range(count), desc=f"{kind} images", disable=not progress, leave=False, mininterval=2.0):
+            quiet = not progress or not sys.stderr.isatty()  # no progress frames in logs
+            for i in tqdm(range(count), desc=f"{kind} images", disable=quiet, leave=False, mininterval=2.0):
                 is_bad = i in bad
                 result = render(image_seed(seed, i), is_bad, p)
                 name = f"{i:05d}.png"
