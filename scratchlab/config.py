@@ -39,6 +39,11 @@ def resolve_tracking_uri(configured: str | None, mlruns_dir: str | Path) -> str:
     return str(uri) if uri else f"sqlite:///{Path(mlruns_dir).resolve()}/mlflow.db"
 
 
+def display_uri(uri: str) -> str:
+    """A tracking URI as users type it for ``mlflow ui`` (a SQLite store's connection options left out)."""
+    return uri.split("?", 1)[0] if uri.startswith("sqlite:") else uri
+
+
 def ui_hint(configured: str | None, mlruns_dir: str | Path) -> str:
     """How to look at the runs: the server's address, or the ``mlflow ui`` command for a local store."""
     uri = resolve_tracking_uri(configured, mlruns_dir)

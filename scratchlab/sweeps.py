@@ -27,9 +27,12 @@ class SweepSummary(Callback):
     re-run it."""
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        from scratchlab.tracking import sqlite_path
+
         storage = config.hydra.sweeper.get("storage")
-        if isinstance(storage, str) and storage.startswith("sqlite:///"):
-            Path(storage.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+        db = sqlite_path(storage) if isinstance(storage, str) else None
+        if db is not None:
+            db.parent.mkdir(parents=True, exist_ok=True)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         results_file = Path(config.hydra.sweep.dir) / "optimization_results.yaml"

@@ -21,7 +21,7 @@ from hydra_plugins.scratchlab_optuna_sweeper.trial_handoff import TRIAL_NUMBER_E
 from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig, OmegaConf
 
-from scratchlab.config import resolve_tracking_uri
+from scratchlab.config import display_uri, resolve_tracking_uri
 
 from scratchlab.models.weights import weights_source
 
@@ -64,7 +64,8 @@ class TrackedRun:
         uri = self.tracking_uri
         if uri.startswith(("http://", "https://")):
             return f"{uri.rstrip('/')}/#/experiments/{self.experiment_id}/runs/{self.run_id}"
-        return f"mlflow ui --backend-store-uri {display_uri(uri)}  (experiment {self.experiment_name!r}, run {self.run_id})"
+        return (f"mlflow ui --backend-store-uri {display_uri(uri)}"
+                f"  (experiment {self.experiment_name!r}, run {self.run_id})")
 
 
 def git_info(path: Path = PROJECT_DIR) -> dict[str, str]:
@@ -128,11 +129,6 @@ def tracking_uri(cfg: DictConfig) -> str:
 def sqlite_path(uri: str) -> Path | None:
     """The database file of a ``sqlite:///`` URI (query left out), else None."""
     return Path(uri.removeprefix("sqlite:///").split("?", 1)[0]) if uri.startswith("sqlite:///") else None
-
-
-def display_uri(uri: str) -> str:
-    """The URI as users type it for ``mlflow ui`` (no connection options)."""
-    return uri.split("?", 1)[0] if uri.startswith("sqlite:") else uri
 
 
 _READY_STORES: set[Path] = set()

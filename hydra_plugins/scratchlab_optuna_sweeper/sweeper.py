@@ -79,7 +79,8 @@ class OptunaSweeper(Sweeper):
         log.info(f"Optuna study {study.study_name!r}: {len(study.trials)} earlier trials, {self.n_trials} to run")
         failures, done = 0, 0
         while done < self.n_trials and not _grid_exhausted(study):
-            trials = [study.ask(fixed_distributions=distributions) for _ in range(min(self.n_jobs, self.n_trials - done))]
+            size = min(self.n_jobs, self.n_trials - done)
+            trials = [study.ask(fixed_distributions=distributions) for _ in range(size)]
             batch = []
             for trial in trials:
                 if custom is not None:
