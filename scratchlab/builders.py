@@ -118,9 +118,7 @@ def assemble_two_stage(classifier: BaseTask, segmenter: BaseTask, decision: Deci
     if preprocess is not None and preprocess != wanted:
         raise ConfigError(f"the segmenter was trained on images prepared with image_size={wanted.image_size}, "
                           f"resize={wanted.resize}: set model.image_size={wanted.image_size} data.resize={wanted.resize}")
-    gate = classifier.decision.threshold if gate_threshold is None else float(gate_threshold)
-    spec = ModelSpec(task=TwoStageTask.name, class_names=segmenter.spec.class_names, preprocess=wanted,
-                     decision=decision or segmenter.decision, options={"gate_threshold": gate})
+    spec = TwoStageTask.build_spec(classifier.spec, segmenter.spec, decision, gate_threshold)
     return TwoStageTask(classifier, segmenter, spec, config=config).eval()
 
 
@@ -135,6 +133,9 @@ TASK_BUILDERS: dict[str, Callable[..., BaseTask]] = {
 def load_task(checkpoint: str | Path | Checkpoint) -> BaseTask:
     """The trained LightningModule of a checkpoint (a path or a read ``Checkpoint``), in eval mode on the CPU."""
     ckpt = checkpoint if isinstance(checkpoint, Checkpoint) else read_checkpoint(checkpoint)
+    if ckpt.components:  # a model made of trained parts (two_stage): each part is rebuilt on its own
+        parts = {name: load_task(part) for name, part in ckpt.components.items()}
+        return task_class(ckpt.task).from_parts(parts, ckpt.spec, ckpt.config).eval()
     cfg = OmegaConf.create(ckpt.config)
     task = build_task(cfg, list(ckpt.spec.class_names), ckpt.class_counts)
     task.spec = ckpt.spec

@@ -68,6 +68,8 @@ class Checkpoint:
     state_dict: dict[str, Any]
     operating_point: dict[str, Any] | None = None
     class_counts: list[int] | None = None
+    components: dict[str, Checkpoint] = field(default_factory=dict)
+    """The trained parts of a model made of several (two_stage), each with its own spec, config and weights."""
 
     @property
     def task(self) -> str:
@@ -125,7 +127,53 @@ def read_checkpoint(path: str | Path) -> Checkpoint:
     point = block.get("operating_point")
     return Checkpoint(path=path, spec=spec, config=dict(hp["config"]), state_dict=ckpt["state_dict"],
                       operating_point=dict(point) if isinstance(point, Mapping) else None,
-                      class_counts=hp.get("class_counts"))
+                      class_counts=hp.get("class_counts"),
+                      components=_components(path, block.get("components") or {}, ckpt["state_dict"]))
+
+
+def _components(path: Path, parts: Mapping[str, Any], state_dict: Mapping[str, Any]) -> dict[str, Checkpoint]:
+    """Each part's Checkpoint: its weights are the keys under its ``prefix`` (the part with the empty prefix
+    takes the keys no other part claims)."""
+    prefixes = tuple(p["prefix"] for p in parts.values() if isinstance(p, Mapping) and p.get("prefix"))
+    out = {}
+    try:
+        for name, part in parts.items():
+            prefix = part.get("prefix") or ""
+            weights = ({k[len(prefix):]: v for k, v in state_dict.items() if k.startswith(prefix)} if prefix else
+                       {k: v for k, v in state_dict.items() if not k.startswith(prefixes)})
+            out[name] = Checkpoint(path=path, spec=ModelSpec.from_dict(part["spec"]), config=dict(part["config"]),
+                                   state_dict=weights, class_counts=part.get("class_counts"))
+    except (AttributeError, KeyError, TypeError) as err:
+        raise ConfigError(f"checkpoint {path} has an incomplete description of its parts ({err}); "
+                          "train the model again") from None
+    return out
+
+
+def save_checkpoint(task: Any, path: str | Path) -> Path:
+    """Write ``task`` (a scratchlab LightningModule that trains nothing, so Lightning never saves it) as a
+    checkpoint in Lightning's layout, atomically; returns the path."""
+    import pytorch_lightning as pl
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    ckpt: dict[str, Any] = {"state_dict": task.state_dict(), "hyper_parameters": dict(task.hparams),
+                            "pytorch-lightning_version": pl.__version__}
+    task.on_save_checkpoint(ckpt)
+    _save_atomically(ckpt, path)
+    return path
+
+
+def _save_atomically(ckpt: dict[str, Any], path: Path, mode: int | None = None) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}-", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(ckpt, f)
+        if mode is not None:
+            os.chmod(tmp, mode)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
 
 
 def write_operating_point(path: str | Path, values: Mapping[str, Any]) -> dict[str, Any]:
@@ -140,14 +188,5 @@ def write_operating_point(path: str | Path, values: Mapping[str, Any]) -> dict[s
              "previous": {k: v for k, v in previous.items() if k not in NOTE_KEYS} if previous else None,
              "written_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
     block["operating_point"] = point
-    mode = path.stat().st_mode & 0o777
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}-", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(ckpt, f)
-        os.chmod(tmp, mode)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    _save_atomically(ckpt, path, mode=path.stat().st_mode & 0o777)
     return point

@@ -1,10 +1,11 @@
 """Export a trained model to ONNX or TorchScript, its preprocessing and decision rule included (the library
 behind ``python -m scratchlab.export``).
 
-The exported graph holds the network and the tensor part of preprocessing: it takes (N, H, W, 3) uint8
-RGB images already brought to the network's geometry (``Preprocess.geometry()``: stretch / letterbox /
-pad), normalizes them inside, and returns the task's raw outputs (``BaseTask.export_outputs``: class
-probabilities, or the scratch-probability map). Batch is a dynamic axis; height and width are too for
+The exported graph (``BaseTask.export_module``) holds the network and the tensor part of preprocessing: it
+takes (N, H, W, 3) uint8 RGB images already brought to the network's geometry (``Preprocess.geometry()``:
+stretch / letterbox / pad), normalizes them inside, and returns the task's raw outputs
+(``BaseTask.export_outputs``: class probabilities, or the scratch-probability map). A two-stage model has
+two inputs, one per network, and returns both networks' outputs; the gate is applied by its ``judge``. Batch is a dynamic axis; height and width are too for
 ``resize=pad`` models. The geometry step and the judgement stay in Python
 (``scratchlab.predictor.Predictor.from_exported``), the same task code the checkpoint path runs. The file
 carries the model's spec (task, class names, preprocessing, resolved decision rule) as JSON
@@ -24,32 +25,16 @@ from typing import Any
 import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
-from torch import nn
 
 from scratchlab.config import require_complete
+from scratchlab.data.transforms import Preprocess
 from scratchlab.errors import ConfigError
 from scratchlab.postprocess import given_overrides
-from scratchlab.predictor import INPUT_NAME, METADATA_KEY, TORCHSCRIPT_EXTRA, Predictor
+from scratchlab.predictor import METADATA_KEY, TORCHSCRIPT_EXTRA, Predictor
 from scratchlab.safe_output import atomic_path, checked_target, refuse_existing
 
 FORMATS = ("onnx", "torchscript")
 DEFAULT_OPSET = 17
-
-
-class ExportModule(nn.Module):
-    """uint8 (N, H, W, 3) RGB at network geometry -> probabilities; normalization as albumentations does it:
-    ``(x - mean * 255) * (1 / (std * 255))`` in float32."""
-
-    def __init__(self, net: nn.Module, mean: tuple[float, ...], std: tuple[float, ...]) -> None:
-        super().__init__()
-        self.net = net
-        mean255 = (np.asarray(mean, np.float64) * 255).astype(np.float32)
-        inv = np.reciprocal(np.asarray(std, np.float64) * 255).astype(np.float32)
-        self.register_buffer("mean", torch.from_numpy(mean255).view(1, -1, 1, 1))
-        self.register_buffer("inv_std", torch.from_numpy(inv).view(1, -1, 1, 1))
-
-    def forward(self, image: torch.Tensor) -> Any:
-        return self.net((image.permute(0, 3, 1, 2).float() - self.mean) * self.inv_std)
 
 
 def _check_target(output: Path, fmt: str) -> None:
@@ -63,8 +48,7 @@ def _check_target(output: Path, fmt: str) -> None:
         raise ConfigError(f"output={output} is a folder; give a file name")
 
 
-def _example_input(predictor: Predictor) -> torch.Tensor:
-    pre = predictor.preprocess
+def _example_input(pre: Preprocess) -> torch.Tensor:
     if pre.resize != "pad":
         h = w = pre.image_size
     elif pre.image_size is None:
@@ -87,29 +71,30 @@ def export_model(ckpt: str | Path, output: str | Path, format: str = "onnx",
     predictor = Predictor.from_checkpoint(ckpt, decision_overrides)
     outputs = predictor.task_class.export_outputs
     if not outputs:
-        raise ConfigError(f"export supports classification and segmentation models, not model.task={predictor.kind}; "
+        raise ConfigError(f"model.task={predictor.kind} cannot be exported; "
                           "predict from the checkpoint instead (python -m scratchlab.predict ckpt=...)")
-    pre = predictor.preprocess
-    module = ExportModule(predictor.task.export_network(), pre.mean, pre.std).eval()
-    example = _example_input(predictor)
+    module = predictor.task.export_module().eval()
+    inputs = predictor.task_class.export_inputs(predictor.spec)
+    examples = tuple(_example_input(pre) for pre, _ in inputs.values())
     meta = json.dumps(predictor.metadata())
-    pad = pre.resize == "pad"
-    in_axes = {0: "batch", 1: "height", 2: "width"} if pad else {0: "batch"}
+    pad = predictor.preprocess.resize == "pad"
+    in_axes = {name: {0: "batch", 1: "height", 2: "width"} if pre.resize == "pad" else {0: "batch"}
+               for name, (pre, _) in inputs.items()}
     axes = {name: {k: v for k, v in dims.items() if pad or k == 0} for name, dims in outputs.items()}
     with warnings.catch_warnings(), torch.no_grad(), atomic_path(output) as tmp:
         warnings.simplefilter("ignore")
         if format == "onnx":
             import onnx
 
-            torch.onnx.export(module, (example,), str(tmp), dynamo=False, input_names=[INPUT_NAME],
+            torch.onnx.export(module, examples, str(tmp), dynamo=False, input_names=list(inputs),
                               output_names=list(outputs), opset_version=opset, do_constant_folding=True,
-                              dynamic_axes={INPUT_NAME: in_axes, **axes})
+                              dynamic_axes={**in_axes, **axes})
             model = onnx.load(str(tmp))
             onnx.helper.set_model_props(model, {METADATA_KEY: meta})
             model.doc_string = f"scratchlab {predictor.kind} model exported from {Path(str(ckpt)).name}"
             onnx.save(model, str(tmp))
         else:
-            traced = torch.jit.trace(module, (example,), check_trace=False)
+            traced = torch.jit.trace(module, examples, check_trace=False)
             torch.jit.save(traced, str(tmp), _extra_files={TORCHSCRIPT_EXTRA: meta})
         _check_loads(tmp, output)
     return output

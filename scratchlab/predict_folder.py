@@ -96,7 +96,7 @@ def claim_outputs(output: Path, names: Sequence[str], inputs: set[Path], overwri
 
 def _label(pred) -> str:
     """Short overlay caption: the decision, P(bad) or the max scratch probability, and the scratch area."""
-    if pred.kind == "classification":
+    if pred.details is None:  # a classifier: no map, no area
         name = "P(bad)" if pred.score_name == "p_bad" else f"P({pred.extra.get('label')})"
         return f"{pred.decision} {name}={pred.score:.2f}"
     area = pred.details.scratch_area if pred.details is not None else 0
@@ -136,7 +136,7 @@ def run_predict(cfg: DictConfig) -> int:
         predictor = Predictor.from_checkpoint(cfg.ckpt, overrides, device=str(cfg.get("device", "cpu")))
     else:
         predictor = Predictor.from_exported(cfg.model_path, overrides)
-    if predictor.kind != "classification":  # models with maps write masks too
+    if predictor.task_class.localizes:  # models with maps write masks too
         claim_outputs(output, [f"{stem}_mask.png" for stem in stems.values()], inputs, overwrite)
     written: set[Path] = set()
     counts: Counter[str] = Counter()

@@ -42,9 +42,9 @@ METADATA_KEY = "scratchlab"
 """ONNX ``metadata_props`` key / TorchScript extra file stem holding the model's JSON metadata."""
 TORCHSCRIPT_EXTRA = "scratchlab.json"
 EXPORT_FORMAT = 2
-INPUT_NAME = "image"
-"""Exported graphs take (N, H, W, 3) uint8 RGB images at network geometry (after ``pre.geometry()``) and
-return the task's raw outputs (``BaseTask.export_outputs``)."""
+"""Exported graphs take uint8 RGB images at network geometry (``BaseTask.export_inputs``: one input for
+most tasks, a second one at the classifier's geometry for two_stage) and return the task's raw outputs
+(``BaseTask.export_outputs``)."""
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -238,16 +238,18 @@ class Predictor:
         from scratchlab.tasks import task_class
 
         task = task_class(spec.task)
-        geometry = A.Compose(task.export_geometry(spec.preprocess))
+        geometries = {name: A.Compose(steps) for name, (_, steps) in task.export_inputs(spec).items()}
 
         def run(images: list[np.ndarray]) -> list[dict[str, np.ndarray]]:
-            inputs = [np.ascontiguousarray(geometry(image=im)["image"]) for im in images]
-            out: list[dict[str, np.ndarray]] = [{} for _ in inputs]
-            groups: dict[tuple[int, ...], list[int]] = {}
-            for i, x in enumerate(inputs):
-                groups.setdefault(i if task.one_image_per_forward else x.shape, []).append(i)
+            feeds = [{name: np.ascontiguousarray(g(image=im)["image"]) for name, g in geometries.items()}
+                     for im in images]
+            out: list[dict[str, np.ndarray]] = [{} for _ in feeds]
+            groups: dict[Any, list[int]] = {}
+            for i, feed in enumerate(feeds):
+                key = i if task.one_image_per_forward else tuple(x.shape for x in feed.values())
+                groups.setdefault(key, []).append(i)
             for idx in groups.values():
-                arrays = graph(np.stack([inputs[i] for i in idx]))
+                arrays = graph({name: np.stack([feeds[i][name] for i in idx]) for name in geometries})
                 for j, i in enumerate(idx):
                     out[i] = {name: a[j] for name, a in arrays.items()}
             return out
@@ -258,9 +260,10 @@ class Predictor:
         """What an exported file stores so that ``from_exported`` decides like this predictor."""
         return {"format_version": EXPORT_FORMAT, "scratchlab_version": _version(), "spec": self.spec.to_dict(),
                 "source": self.source,
-                "input": {"name": INPUT_NAME, "layout": "NHWC", "dtype": "uint8", "channels": "RGB",
-                          "geometry": "apply spec.preprocess (stretch/letterbox/pad) first; normalization is in "
-                                      "the graph"},
+                "inputs": {name: {"layout": "NHWC", "dtype": "uint8", "channels": "RGB",
+                                  "geometry": f"resize={pre.resize} image_size={pre.image_size} first; "
+                                              "normalization is in the graph"}
+                           for name, (pre, _) in self.task_class.export_inputs(self.spec).items()},
                 "outputs": list(self.task_class.export_outputs)}
 
     # -- prediction -----------------------------------------------------------------------------------------
@@ -309,7 +312,8 @@ class Predictor:
                         yield pred
 
     def _prediction(self, verdict: Verdict, size: tuple[int, int], path: str | None) -> Prediction:
-        thresholds: dict[str, Any] = {**asdict(self.decision), **self.spec.options}
+        options = {k: v for k, v in self.spec.options.items() if not isinstance(v, Mapping)}  # not a part's spec
+        thresholds: dict[str, Any] = {**asdict(self.decision), **options}
         details = verdict.details
         if details is not None:
             thresholds["area_threshold"] = details.area_threshold
@@ -339,7 +343,8 @@ def _parse_metadata(text: str | None, path: Path) -> dict[str, Any]:
     return meta
 
 
-Graph = Callable[[np.ndarray], dict[str, np.ndarray]]
+Graph = Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]]
+"""Input name -> batch (the order of ``export_inputs``) to output name -> batch."""
 
 
 def _load_onnx(path: Path, providers: Sequence[str] | None) -> tuple[Graph, dict]:
@@ -350,11 +355,10 @@ def _load_onnx(path: Path, providers: Sequence[str] | None) -> tuple[Graph, dict
     except Exception as err:  # noqa: BLE001 - any unreadable file is the same user error
         raise ConfigError(f"{path} cannot be loaded by onnxruntime ({str(err).splitlines()[0][:200]})") from err
     meta = _parse_metadata(session.get_modelmeta().custom_metadata_map.get(METADATA_KEY), path)
-    name = session.get_inputs()[0].name
     outputs = [o.name for o in session.get_outputs()]
 
-    def run(batch: np.ndarray) -> dict[str, np.ndarray]:
-        return dict(zip(outputs, session.run(outputs, {name: batch})))
+    def run(feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return dict(zip(outputs, session.run(outputs, feeds)))
 
     return run, meta
 
@@ -375,9 +379,9 @@ def _load_torchscript(path: Path) -> tuple[Graph, dict]:
 
     names = meta.get("outputs") or []
 
-    def run(batch: np.ndarray) -> dict[str, np.ndarray]:
+    def run(feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         with torch.inference_mode():
-            out = module(torch.from_numpy(batch))
+            out = module(*(torch.from_numpy(x) for x in feeds.values()))
         out = out if isinstance(out, (tuple, list)) else (out,)
         return {n: t.float().numpy() for n, t in zip(names, out)}
 

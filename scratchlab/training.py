@@ -14,12 +14,14 @@ from omegaconf import DictConfig, open_dict
 from pytorch_lightning.callbacks import Callback, ModelCheckpoint
 from pytorch_lightning.loggers import MLFlowLogger
 
-from scratchlab.builders import build_datamodule, build_task
+from scratchlab.builders import build_datamodule, build_task, model_task
+from scratchlab.checkpoints import save_checkpoint
 from scratchlab.config import require_complete
 from scratchlab.progress import console_callbacks
 from scratchlab.figures import training_curves_figure
 from scratchlab.resume import LAST_CHECKPOINT_TAG, Interrupted, ResumeState, resume_point, signals_interrupt
 from scratchlab.pruning import pruning_callback
+from scratchlab.tasks import task_class
 from scratchlab.tracking import TrackedRun, flatten_config, mlflow_run, new_params, tracking_uri
 
 log = logging.getLogger(__name__)
@@ -72,7 +74,7 @@ def run_training(cfg: DictConfig) -> dict[str, float]:
         datamodule = build_datamodule(cfg)
         datamodule.prepare_data()
         datamodule.setup("fit")
-        pixel_weighted = cfg.model.get("task") == "segmentation" and cfg.loss.get("pos_weight") == "auto"
+        pixel_weighted = task_class(model_task(cfg)).pixel_weighted_loss and cfg.loss.get("pos_weight") == "auto"
         pixel_counts = datamodule.mask_pixel_counts("train") if pixel_weighted else None
         task = build_task(cfg, datamodule.class_names, datamodule.class_counts("train"), pixel_counts)
         logger = MLFlowLogger(experiment_name=run.experiment_name, tracking_uri=run.tracking_uri,
@@ -84,7 +86,7 @@ def run_training(cfg: DictConfig) -> dict[str, float]:
         trainer: pl.Trainer = instantiate(cfg.trainer, logger=logger, callbacks=callbacks + extra,
                                           default_root_dir=str(output_dir), enable_progress_bar=progress_bar)
         checkpoint = next((c for c in callbacks if isinstance(c, ModelCheckpoint)), None)
-        if getattr(task, "needs_training", True):
+        if task.needs_training:
             try:
                 trainer.fit(task, datamodule=datamodule, ckpt_path=str(point.checkpoint) if point else None,
                             weights_only=True)
@@ -95,11 +97,14 @@ def run_training(cfg: DictConfig) -> dict[str, float]:
             _log_training_curves(run)
             raise optuna.TrialPruned(f"pruned after epoch {trainer.current_epoch}")
         best = checkpoint.best_model_path if checkpoint is not None and checkpoint.best_model_path else None
-        if cfg.get("optimized_metric") and best:  # sweeps compare models at their best checkpoint
-            trainer.validate(task, datamodule=datamodule, ckpt_path=best, verbose=False)
+        reload = best if task.needs_training else None
+        if not task.needs_training:  # Lightning saves nothing here: the model as assembled is the checkpoint
+            best = str(save_checkpoint(task, output_dir / "checkpoints" / "best.ckpt"))
+        if cfg.get("optimized_metric") and reload:  # sweeps compare models at their best checkpoint
+            trainer.validate(task, datamodule=datamodule, ckpt_path=reload, verbose=False)
         metrics = _scalars(trainer, "val/")
         if cfg.test_after_fit:
-            trainer.test(task, datamodule=datamodule, ckpt_path=best, verbose=False)
+            trainer.test(task, datamodule=datamodule, ckpt_path=reload, verbose=False)
             metrics.update(_scalars(trainer, "test/"))
         if trainer.is_global_zero:
             run.log_text(datamodule.split_frame().to_csv(index=False), "split.csv")

@@ -152,18 +152,21 @@ def test_every_path_judges_alike(setup: dict, name: str) -> None:
 
 
 def test_two_stage_judges_alike(setup: dict) -> None:
+    """Also its own checkpoint (both networks, written by the run) and its two-input ONNX export."""
     root, ckpts = setup["root"], setup["ckpts"]
     overrides = setup["base"] + [f"hydra.run.dir={root}/two_stage", *MODELS["unet"]]
     dm = build_datamodule(compose("train", overrides))
     dm.prepare_data()
     dm.setup("test")
     paths = [str(s.image) for s in dm.splits["test"]]
-    gate = float(np.median([v.score for v in load_task(ckpts["cnn"]).predict_images([read_image(p) for p in paths])]))
+    scores = sorted(v.score for v in load_task(ckpts["cnn"]).predict_images([read_image(p) for p in paths]))
+    gate = (scores[len(scores) // 2 - 1] + scores[len(scores) // 2]) / 2  # between two scores: some images pass
     segmenter = load_task(ckpts["unet"])
     params = _choose(segmenter, paths, maps=True)
     decision = DecisionParams.from_config(params)
     task = assemble_two_stage(load_task(ckpts["cnn"]), segmenter, decision, gate)
     reference = _test_step(task, overrides)
+    assert len({bad for _, bad in reference.values()}) == 2, "both decisions occur"
     two_stage = [f"model.{k}={v}" for k, v in (("classifier_ckpt", ckpts["cnn"]), ("segmenter_ckpt", ckpts["unet"]),
                                                 ("gate_threshold", gate))]
     run_training(compose("train", setup["base"] + [f"hydra.run.dir={root}/two_stage", "model=two_stage",
@@ -174,3 +177,8 @@ def test_two_stage_judges_alike(setup: dict) -> None:
     _agree(reference, _evaluate(root, params, f"run_id={run.info.run_id}"), 1e-5, "scratchlab.evaluate")
     predictor = Predictor.from_two_stage(ckpts["cnn"], ckpts["unet"], gate, params)
     _agree(reference, _predictor(predictor, paths), 1e-5, "from_two_stage")
+    own = Path(run.data.tags["best_checkpoint"])
+    _agree(reference, _evaluate(root, params, f"ckpt={own}"), 1e-5, "scratchlab.evaluate of its checkpoint")
+    _agree(reference, _predictor(Predictor.from_checkpoint(own, params), paths), 1e-5, "from_checkpoint")
+    exported = export_model(own, root / "two_stage.onnx", "onnx", params)
+    _agree(reference, _predictor(Predictor.from_exported(exported), paths), 1e-4, "from_exported")

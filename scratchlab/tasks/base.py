@@ -28,6 +28,24 @@ from scratchlab.postprocess import DecisionParams, Verdict
 
 STAGES = ("train", "val", "test")
 Raw = dict[str, np.ndarray]
+INPUT_NAME = "image"
+"""The input of an exported graph: (N, H, W, 3) uint8 RGB images at network geometry (``pre.geometry()``)."""
+
+
+class NormalizedInput(nn.Module):
+    """uint8 (N, H, W, 3) RGB at network geometry -> ``net`` on the normalized (N, 3, H, W) float input;
+    normalization as albumentations does it: ``(x - mean * 255) * (1 / (std * 255))`` in float32."""
+
+    def __init__(self, net: nn.Module, mean: tuple[float, ...], std: tuple[float, ...]) -> None:
+        super().__init__()
+        self.net = net
+        mean255 = (np.asarray(mean, np.float64) * 255).astype(np.float32)
+        inv = np.reciprocal(np.asarray(std, np.float64) * 255).astype(np.float32)
+        self.register_buffer("mean", torch.from_numpy(mean255).view(1, -1, 1, 1))
+        self.register_buffer("inv_std", torch.from_numpy(inv).view(1, -1, 1, 1))
+
+    def forward(self, image: torch.Tensor) -> Any:
+        return self.net((image.permute(0, 3, 1, 2).float() - self.mean) * self.inv_std)
 
 
 def input_shape(pre: Preprocess, content: tuple[int, int], batch_shape: tuple[int, int]) -> tuple[int, int]:
@@ -55,6 +73,10 @@ class BaseTask(pl.LightningModule):
     name: ClassVar[str] = ""
     progress_metrics: tuple[str, ...] = ()
     needs_training: ClassVar[bool] = True
+    localizes: ClassVar[bool] = False
+    """True where the model draws a scratch-probability map (masks, boxes and areas come with its verdicts)."""
+    pixel_weighted_loss: ClassVar[bool] = False
+    """True where ``loss.pos_weight=auto`` is fitted to the training split's scratch / background pixels."""
     one_image_per_forward: ClassVar[bool] = False
     """True where a network's output for one image depends on the others in its batch (Mask R-CNN)."""
 
@@ -133,10 +155,19 @@ class BaseTask(pl.LightningModule):
         """Normalized (N, 3, H, W) input -> the raw outputs named in ``export_outputs``, batched."""
         raise NotImplementedError
 
+    def export_module(self) -> nn.Module:
+        """The exported graph: uint8 inputs (those of ``export_inputs``, in order) -> ``export_outputs``."""
+        return NormalizedInput(self.export_network(), self.preprocess.mean, self.preprocess.std)
+
     @classmethod
     def export_geometry(cls, pre: Preprocess) -> list[Any]:
         """The geometry steps an exported graph's input gets in Python (the graph normalizes)."""
         return pre.geometry()
+
+    @classmethod
+    def export_inputs(cls, spec: ModelSpec) -> dict[str, tuple[Preprocess, list[Any]]]:
+        """Input name -> (its preprocessing, the geometry steps it gets in Python) of the exported graph."""
+        return {INPUT_NAME: (spec.preprocess, cls.export_geometry(spec.preprocess))}
 
     def batch_verdicts(self, batch: Mapping[str, Any]) -> tuple[list[Raw], list[Verdict]]:
         """``predict_images`` for a data-module batch: each image cut to its own input shape first."""

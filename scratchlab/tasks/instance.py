@@ -49,6 +49,7 @@ class InstanceSegmentationTask(SegmentationTask):
     (``spec.options``) with the segmentation task's area rule."""
 
     name = "instance"
+    pixel_weighted_loss = False
     progress_metrics = ("dice", "f1_bad", "map_segm")
     one_image_per_forward = True  # torchvision batches images padded to the largest: results would depend on it
     export_outputs = {"prob_map": {1: "height", 2: "width"}}

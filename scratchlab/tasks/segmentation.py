@@ -59,6 +59,8 @@ class SegmentationTask(BaseTask):
     """
 
     name = "segmentation"
+    localizes = True
+    pixel_weighted_loss = True
     progress_metrics = ("dice", "f1_bad")
     export_outputs = {"prob_map": {0: "batch", 1: "height", 2: "width"}}
 

@@ -1,72 +1,147 @@
 """Two-stage inspection: a trained classifier gates, and only the images it calls bad are segmented.
 
-The classifier judges each original image through its own inference path (its own preprocessing); an
-image goes to the segmenter when P(bad) >= ``spec.options["gate_threshold"]``. The final decision is the
-segmenter's area rule on the gated images (an image the classifier passes has an empty map, so it is
-good), reported with the same metrics as any segmentation model. Nothing is trained.
+The classifier judges each original image through its own preprocessing; an image is segmented when its
+P(bad) >= ``spec.options["gate_threshold"]``. The final decision is the segmenter's area rule on the gated
+images (an image the classifier passes gets an empty map, so it is good), reported with the same metrics as
+any segmentation model. Nothing is trained: the run saves one checkpoint holding both networks, which
+``predict``, ``evaluate`` and ``export`` take like any other (the exported graph has one input per network;
+``judge`` applies the gate, so every path gates alike).
 """
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 import torch
+from torch import nn
 
-from scratchlab.checkpoints import Checkpoint, ModelSpec, read_checkpoint
+from scratchlab.checkpoints import KEY, Checkpoint, ModelSpec, read_checkpoint
 from scratchlab.data.io import read_image
+from scratchlab.data.transforms import Preprocess
 from scratchlab.postprocess import DecisionParams, Verdict
-from scratchlab.tasks.base import Raw
+from scratchlab.tasks.base import BaseTask, Raw
 from scratchlab.tasks.classification import ClassificationTask
 from scratchlab.tasks.segmentation import SegmentationTask
+
+CLASSIFIER = "classifier"
+"""Prefix of the classifier's parts: its raw outputs (``classifier_probs``), its exported input
+(``classifier_image``) and its weights in the state dict (``classifier.``)."""
+
+
+def classifier_spec(spec: ModelSpec) -> ModelSpec:
+    """The gating classifier's own spec, stored in the two-stage spec's options."""
+    return ModelSpec.from_dict(spec.options[CLASSIFIER])
+
+
+class _GateAndSegment(nn.Module):
+    """The exported graph: (segmenter input, classifier input) -> (scratch-probability map, class probs)."""
+
+    def __init__(self, segmenter: nn.Module, classifier: nn.Module) -> None:
+        super().__init__()
+        self.segmenter, self.classifier = segmenter, classifier
+
+    def forward(self, image: torch.Tensor, classifier_image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.segmenter(image), self.classifier(classifier_image)
 
 
 class TwoStageTask(SegmentationTask):
     """``classifier`` (a ClassificationTask) gates ``segmenter`` (a SegmentationTask); ``spec`` carries the
-    segmenter's preprocessing, the decision rule and the gate threshold."""
+    segmenter's preprocessing, the decision rule, the gate threshold and the classifier's spec."""
 
     name = "two_stage"
     needs_training = False
-    export_outputs = {}
+    pixel_weighted_loss = False
+    export_outputs = {**SegmentationTask.export_outputs,
+                      **{f"{CLASSIFIER}_{k}": v for k, v in ClassificationTask.export_outputs.items()}}
 
     def __init__(self, classifier: ClassificationTask, segmenter: SegmentationTask, spec: ModelSpec,
                  config: dict[str, Any] | None = None) -> None:
-        super().__init__(segmenter.net, segmenter.loss, optimizer=None, scheduler=None, spec=spec, config=config)
+        with warnings.catch_warnings():  # the parent's hyperparameters see the parts; replaced just below
+            warnings.filterwarnings("ignore", message=".*is an instance of `nn.Module`")
+            super().__init__(segmenter.net, segmenter.loss, optimizer=None, scheduler=None, spec=spec, config=config)
+        self.save_hyperparameters(ignore=["classifier", "segmenter", "spec"], logger=False)  # plain data only
         self.classifier = classifier
+        self.segmenter_parts = {"spec": segmenter.spec.to_dict(), "config": segmenter.hparams.get("config"),
+                                "class_counts": segmenter.hparams.get("class_counts")}
         self.gate_threshold = float(spec.options["gate_threshold"])
+
+    @classmethod
+    def from_parts(cls, parts: Mapping[str, BaseTask], spec: ModelSpec,
+                   config: dict[str, Any] | None = None) -> TwoStageTask:
+        """Rebuilt from the parts a two-stage checkpoint stores (see ``on_save_checkpoint``)."""
+        return cls(parts["classifier"], parts["segmenter"], spec, config=config)
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """The block also describes both networks, so the checkpoint alone rebuilds the model."""
+        super().on_save_checkpoint(checkpoint)
+        checkpoint[KEY]["components"] = {
+            "classifier": {"spec": self.classifier.spec.to_dict(), "config": self.classifier.hparams.get("config"),
+                           "class_counts": self.classifier.hparams.get("class_counts"), "prefix": f"{CLASSIFIER}."},
+            "segmenter": {**self.segmenter_parts, "prefix": ""}}
+
+    # -- the one inference path ------------------------------------------------------------------------------
 
     def raw_outputs(self, x: torch.Tensor, content_sizes: Sequence[tuple[int, int]],
                     images: Sequence[np.ndarray] | None = None) -> list[Raw]:
         if images is None:
             raise ValueError("two-stage inference needs the original images for its classifier")
-        gate_scores = np.array([v.score for v in self.classifier.predict_images(images)], np.float32)
-        gate = gate_scores >= self.gate_threshold
-        out = [{"prob_map": np.zeros(s if self.pad_mode else tuple(x.shape[-2:]), np.float32), "gate_score": g}
-               for s, g in zip(content_sizes, gate_scores)]
-        if gate.any():
-            idx = np.flatnonzero(gate)
+        out = [{"prob_map": np.zeros(s if self.pad_mode else tuple(x.shape[-2:]), np.float32),
+                **{f"{CLASSIFIER}_{k}": v for k, v in gate.items()}}
+               for s, gate in zip(content_sizes, self.classifier.predict_raw(images))]
+        idx = np.flatnonzero([self.gate_score(r, self.spec) >= self.gate_threshold for r in out])
+        if len(idx):  # only gated images are segmented; ``judge`` ignores the map of the others anyway
             maps = super().raw_outputs(x[torch.from_numpy(idx).to(x.device)], [content_sizes[i] for i in idx])
             for i, raw in zip(idx, maps):
                 out[i]["prob_map"] = raw["prob_map"]
         return out
 
     @classmethod
+    def gate_score(cls, raw: Mapping[str, np.ndarray], spec: ModelSpec) -> float:
+        """The classifier's P(bad) for one image's raw output."""
+        prefix = f"{CLASSIFIER}_"
+        own = {k[len(prefix):]: v for k, v in raw.items() if k.startswith(prefix)}
+        return ClassificationTask.judge(own, (1, 1), classifier_spec(spec)).score
+
+    @classmethod
+    def judge(cls, raw: Mapping[str, np.ndarray], size: tuple[int, int], spec: ModelSpec) -> Verdict:
+        gate_score = cls.gate_score(raw, spec)
+        gated = gate_score >= float(spec.options["gate_threshold"])
+        verdict = super().judge(raw if gated else {"prob_map": np.zeros_like(raw["prob_map"])}, size, spec)
+        verdict.extra.update(gate_score=gate_score, gated=gated)
+        return verdict
+
+    # -- export ----------------------------------------------------------------------------------------------
+
+    def export_module(self) -> nn.Module:
+        return _GateAndSegment(super().export_module(), self.classifier.export_module())
+
+    @classmethod
+    def export_inputs(cls, spec: ModelSpec) -> dict[str, tuple[Preprocess, list[Any]]]:
+        pre = classifier_spec(spec).preprocess
+        return {**super().export_inputs(spec), f"{CLASSIFIER}_image": (pre, ClassificationTask.export_geometry(pre))}
+
+    # -- building and evaluation -----------------------------------------------------------------------------
+
+    @classmethod
+    def build_spec(cls, classifier: ModelSpec, segmenter: ModelSpec, decision: DecisionParams | None,
+                   gate_threshold: float | None) -> ModelSpec:
+        """The spec of ``classifier`` gating ``segmenter``: the segmenter's preprocessing and (by default)
+        rule; the gate threshold defaults to the classifier's threshold."""
+        gate = classifier.decision.threshold if gate_threshold is None else float(gate_threshold)
+        return ModelSpec(task=cls.name, class_names=segmenter.class_names, preprocess=segmenter.preprocess,
+                         decision=decision or segmenter.decision,
+                         options={"gate_threshold": gate, CLASSIFIER: classifier.to_dict()})
+
+    @classmethod
     def spec_from_config(cls, config: Mapping[str, Any]) -> tuple[ModelSpec, list[Checkpoint]]:
         """The spec of a two-stage run config, read from its two checkpoints (which are returned too)."""
         model = config.get("model") or {}
         classifier, segmenter = (read_checkpoint(model[k]) for k in ("classifier_ckpt", "segmenter_ckpt"))
-        gate = model.get("gate_threshold")
-        spec = ModelSpec(task=cls.name, class_names=segmenter.spec.class_names, preprocess=segmenter.spec.preprocess,
-                         decision=DecisionParams.from_config(config.get("decision") or {}),
-                         options={"gate_threshold": classifier.spec.decision.threshold if gate is None else float(gate)})
+        spec = cls.build_spec(classifier.spec, segmenter.spec, DecisionParams.from_config(config.get("decision") or {}),
+                              model.get("gate_threshold"))
         return spec, [classifier, segmenter]
-
-    @classmethod
-    def judge(cls, raw: Mapping[str, np.ndarray], size: tuple[int, int], spec: ModelSpec) -> Verdict:
-        verdict = super().judge(raw, size, spec)
-        gate_score = float(raw["gate_score"])
-        verdict.extra.update(gate_score=gate_score, gated=gate_score >= float(spec.options["gate_threshold"]))
-        return verdict
 
     def batch_images(self, batch: Mapping[str, Any]) -> list[np.ndarray]:
         """The classifier judges the original files with its own preprocessing."""
