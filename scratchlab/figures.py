@@ -12,7 +12,7 @@ from torchmetrics.classification import (
     MulticlassPrecisionRecallCurve,
 )
 
-from scratchlab.metrics import ClassificationMetrics, metric_class_names
+from scratchlab.task_metrics import ClassificationMetrics, metric_class_names
 
 
 def classification_report(probs: torch.Tensor, targets: torch.Tensor, class_names: Sequence[str],
@@ -37,7 +37,7 @@ def classification_report(probs: torch.Tensor, targets: torch.Tensor, class_name
 
 def confusion_matrix_figure(probs: torch.Tensor, targets: torch.Tensor, class_names: Sequence[str],
                             threshold: float) -> Figure:
-    from scratchlab.metrics import predict_classes
+    from scratchlab.task_metrics import predict_classes
 
     cm = MulticlassConfusionMatrix(len(class_names), sync_on_compute=False)
     cm.update(predict_classes(probs, threshold), targets)

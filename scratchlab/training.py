@@ -113,7 +113,7 @@ def run_training(cfg: DictConfig) -> dict[str, float]:
             if best and cfg.logger.get("log_checkpoint", True):
                 run.log_artifact(best, "checkpoints")
             run.set_tags({"best_checkpoint": best or "", "world_size": trainer.world_size})
-            from scratchlab.summary import print_summary
+            from scratchlab.run_summary import print_summary
 
             print_summary(metrics, run, best)
         return metrics

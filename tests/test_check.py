@@ -12,7 +12,7 @@ import pytest
 from omegaconf import OmegaConf
 from PIL import Image
 
-from scratchlab.data.check import FATAL, WARNING, check_index, run, save_grid
+from scratchlab.data.checking import FATAL, WARNING, check_index, run_check, save_grid
 from scratchlab.data.sources.folder import FolderSource
 from scratchlab.data.splits import split_samples
 
@@ -162,11 +162,11 @@ def test_run_exit_codes_and_outputs(tmp_path, capsys):
     _clean(clean)
     _mask(_clean(warn) / "masks" / "orphan.png")
     _broken(broken)
-    assert run(_cfg(clean, tmp_path / "o1")) == 0
+    assert run_check(_cfg(clean, tmp_path / "o1")) == 0
     assert (tmp_path / "o1" / "grid.png").is_file() and "images: 6" in (tmp_path / "o1" / "report.txt").read_text()
-    assert run(_cfg(warn, tmp_path / "o2")) == 0
-    assert run(_cfg(warn, tmp_path / "o3", strict=True)) == 1
-    assert run(_cfg(broken, tmp_path / "o4")) == 2
+    assert run_check(_cfg(warn, tmp_path / "o2")) == 0
+    assert run_check(_cfg(warn, tmp_path / "o3", strict=True)) == 1
+    assert run_check(_cfg(broken, tmp_path / "o4")) == 2
     assert "grid:" in capsys.readouterr().out
 
 

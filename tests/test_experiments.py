@@ -17,9 +17,9 @@ from scratchlab.models.weights import weights_source
 from tests.conftest import PROJECT_DIR
 
 EXPERIMENTS = sorted(p.stem for p in (PROJECT_DIR / "experiments").glob("*.yaml"))
-DATA_CONFIGS = sorted(p.stem for p in (CONFIG_DIR / "data").glob("*.yaml"))
-# Keys every data config shares (conf/datamodule); an experiment may set only these under data:.
-SHARED_DATA_KEYS = set(yaml.safe_load((CONFIG_DIR / "datamodule" / "default.yaml").read_text()))
+DATA_CONFIGS = sorted(p.stem for p in (CONFIG_DIR / "data").glob("*.yaml") if p.stem != "base")  # base: not a data set
+# Keys every data config shares (conf/data/base.yaml); an experiment may set only these under data:.
+SHARED_DATA_KEYS = set(yaml.safe_load((CONFIG_DIR / "data" / "base.yaml").read_text())) - {"name", "source"}
 PRETRAINED = {"convnext_tiny", "vit_base", "resnet50", "mobilenetv2_neu", "unet_effb0", "unet_effb5"}
 
 

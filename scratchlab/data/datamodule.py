@@ -76,7 +76,7 @@ class ScratchDataModule(pl.LightningDataModule):
         return self.index
 
     def _stop_on_fatal(self, index: SampleIndex) -> None:
-        from scratchlab.data.check import check_index, stop_on_fatal
+        from scratchlab.data.checking import check_index, stop_on_fatal
 
         stop_on_fatal(check_index(index, mask_threshold=self.mask_threshold), log)
 

@@ -319,7 +319,7 @@ def evaluate(cfg: DictConfig, decision_overrides: Mapping[str, Any] | None = Non
 
 def _evaluate_into(run_id: str, client: MlflowClient, cfg: DictConfig, target: Target, eval_cfg: DictConfig,
                    params: DecisionParams, split: str, data_name: str, model_name: str) -> dict[str, float]:
-    from scratchlab.evaluation.scoring import compute_metrics
+    from scratchlab.evaluation.rescoring import compute_metrics
 
     source, parent = target.source, target.run
     cache_dir = Path(str(cfg.cache_dir))

@@ -125,7 +125,7 @@ def choose_operating_point(preds: Any, params: DecisionParams, method: str, targ
     Classifiers: ``threshold``. Segmenters: ``min_area`` (or ``min_area_ratio`` when that is set) at
     ``params.mask_threshold``, or at the best of ``mask_thresholds`` when a grid is given.
     """
-    from scratchlab.evaluation.scoring import bad_labels, image_scores
+    from scratchlab.evaluation.rescoring import bad_labels, image_scores
 
     labels = bad_labels(preds)
     if not preds.segmentation:

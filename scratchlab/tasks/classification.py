@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from scratchlab.checkpoints import ModelSpec
-from scratchlab.metrics import ClassificationMetrics
+from scratchlab.task_metrics import ClassificationMetrics
 from scratchlab.postprocess import Verdict, verdict_from_class_probs
 from scratchlab.figures import classification_report, confusion_matrix_figure, precision_recall_figure
 from scratchlab.tasks.base import BaseTask, Raw, gather_test_outputs

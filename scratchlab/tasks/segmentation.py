@@ -12,7 +12,7 @@ from torch import nn
 from scratchlab.checkpoints import ModelSpec
 from scratchlab.data.io import read_image
 from scratchlab.data.transforms import restore_geometry
-from scratchlab.metrics import SegmentationMetrics
+from scratchlab.task_metrics import SegmentationMetrics
 from scratchlab.postprocess import Verdict, decide_from_probability, verdict_from_probability
 from scratchlab.tasks.base import BaseTask, Raw, gather_test_outputs
 from scratchlab.visualize import draw_overlay, make_grid

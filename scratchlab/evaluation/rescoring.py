@@ -12,7 +12,7 @@ import torch
 
 from scratchlab.errors import ConfigError
 from scratchlab.evaluation.cache import Predictions
-from scratchlab.metrics import ClassificationMetrics, SegmentationMetrics
+from scratchlab.task_metrics import ClassificationMetrics, SegmentationMetrics
 from scratchlab.postprocess import DecisionParams
 
 CHUNK = 64  # images per metric update (pixels of a chunk are concatenated into one flat row)
