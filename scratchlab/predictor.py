@@ -215,11 +215,12 @@ class Predictor:
         """A classifier checkpoint gating a segmenter checkpoint (as ``model=two_stage``, which trains nothing
         and so leaves no checkpoint of its own): the segmenter's rule (run config < operating point <
         ``decision_overrides``) and preprocessing; ``gate_threshold`` defaults to the classifier's threshold."""
-        from scratchlab.builders import assemble_two_stage, load_task
+        from scratchlab.builders import load_task
         from scratchlab.checkpoints import read_checkpoint
+        from scratchlab.tasks.two_stage import TwoStageTask
 
         seg = read_checkpoint(segmenter_ckpt)
-        task = assemble_two_stage(load_task(classifier_ckpt), load_task(seg), seg.decision(decision_overrides),
+        task = TwoStageTask.assemble(load_task(classifier_ckpt), load_task(seg), seg.decision(decision_overrides),
                                   gate_threshold)
         return cls.from_task(task, source=f"{classifier_ckpt} + {segmenter_ckpt}", device=device)
 

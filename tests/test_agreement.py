@@ -14,7 +14,7 @@ import pytest
 import pytorch_lightning as pl
 from mlflow.tracking import MlflowClient
 
-from scratchlab.builders import assemble_two_stage, build_datamodule, load_task
+from scratchlab.builders import build_datamodule, load_task
 from scratchlab.checkpoints import read_checkpoint
 from scratchlab.config import compose
 from scratchlab.data.io import read_image
@@ -23,6 +23,7 @@ from scratchlab.evaluation.job import evaluate
 from scratchlab.exporting import export_model
 from scratchlab.predictor import Predictor
 from scratchlab.postprocess import DecisionParams
+from scratchlab.tasks.two_stage import TwoStageTask
 from scratchlab.training import run_training
 from tests.conftest import tiny_overrides
 
@@ -164,7 +165,7 @@ def test_two_stage_judges_alike(setup: dict) -> None:
     segmenter = load_task(ckpts["unet"])
     params = _choose(segmenter, paths, maps=True)
     decision = DecisionParams.from_config(params)
-    task = assemble_two_stage(load_task(ckpts["cnn"]), segmenter, decision, gate)
+    task = TwoStageTask.assemble(load_task(ckpts["cnn"]), segmenter, decision, gate)
     reference = _test_step(task, overrides)
     assert len({bad for _, bad in reference.values()}) == 2, "both decisions occur"
     two_stage = [f"model.{k}={v}" for k, v in (("classifier_ckpt", ckpts["cnn"]), ("segmenter_ckpt", ckpts["unet"]),

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 from hydra.utils import get_class, instantiate
 from omegaconf import OmegaConf
@@ -20,7 +21,7 @@ EXPERIMENTS = sorted(p.stem for p in (PROJECT_DIR / "experiments").glob("*.yaml"
 DATA_CONFIGS = sorted(p.stem for p in (CONFIG_DIR / "data").glob("*.yaml") if p.stem != "base")  # base: not a data set
 # Keys every data config shares (conf/data/base.yaml); an experiment may set only these under data:.
 SHARED_DATA_KEYS = set(yaml.safe_load((CONFIG_DIR / "data" / "base.yaml").read_text())) - {"name", "source"}
-PRETRAINED = {"convnext_tiny", "vit_base", "resnet50", "mobilenetv2_neu", "unet_effb0", "unet_effb5"}
+PRETRAINED = {"convnext_tiny", "vit_base", "resnet50", "mobilenetv2_neu", "unet_effb0", "unet_effb5", "maskrcnn"}
 
 
 def _rooted(data: str) -> bool:
@@ -116,3 +117,22 @@ def test_missing_imagenet_weights_stop_at_once_with_one_line(tmp_path: Path, mon
         build_model(cfg.model, num_outputs=1)
     random_init = _compose(tmp_path, "experiment=unet_effb0", "profile=cpu")
     assert build_model(random_init.model, num_outputs=1) is not None
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "empty_hub"))
+    with pytest.raises(ConfigError, match="ImageNet ResNet-50 weights are not in .* model.pretrained=false"):
+        build_model(_compose(tmp_path, "experiment=maskrcnn").model, num_outputs=2)
+
+
+def test_maskrcnn_starts_from_the_imagenet_backbone_in_the_hub_cache(tmp_path: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """A backbone file placed in torch's hub cache is what ``pretrained=true`` loads (no download)."""
+    from torchvision.models import ResNet50_Weights, resnet50
+
+    weights = ResNet50_Weights.IMAGENET1K_V1
+    hub = tmp_path / "hub"
+    (hub / "checkpoints").mkdir(parents=True)
+    reference = resnet50().state_dict()
+    torch.save(reference, hub / "checkpoints" / weights.url.rsplit("/", 1)[-1])
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(hub))
+    model = build_model(_compose(tmp_path, "experiment=maskrcnn").model, num_outputs=2)
+    loaded = model.backbone.body.layer4[0].conv1.weight
+    assert torch.equal(loaded, reference["layer4.0.conv1.weight"])

@@ -66,3 +66,23 @@ def test_torchvision_mask_rcnn_accepts_targets():
     targets = [build_target(instances_from_mask(thin)), build_target(np.zeros((0, 37, 61), np.uint8))]
     losses = model([torch.rand(3, 37, 61), torch.rand(3, 37, 61)], targets)
     assert all(torch.isfinite(v) for v in losses.values())
+
+
+def test_loader_workers_build_the_targets_the_step_would(tmp_path, tiny_dataset):
+    """model=maskrcnn batches carry their targets, built in the workers, equal to building them in the step."""
+    from scratchlab.builders import build_datamodule, build_task
+    from scratchlab.config import compose
+    from tests.conftest import tiny_overrides
+
+    overrides = [o for o in tiny_overrides(tmp_path, tiny_dataset) if not o.startswith("model")]
+    cfg = compose("train", overrides + ["model=maskrcnn", "model.min_size=64", "model.max_size=96",
+                                        "data.num_workers=1", "data.batch_size=4"])
+    dm = build_datamodule(cfg)
+    dm.setup("fit")
+    batch = next(iter(dm.train_dataloader()))
+    assert len(batch["instances"]) == 4 and any(len(t["boxes"]) for t in batch["instances"])
+    task = build_task(cfg, dm.class_names)
+    _, in_step = task._inputs({k: v for k, v in batch.items() if k != "instances"})
+    _, from_workers = task._inputs(batch)
+    for a, b in zip(in_step, from_workers):
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)

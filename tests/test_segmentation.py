@@ -1,6 +1,7 @@
 """Segmentation: every architecture and loss trains a step, losses on hand-made masks, padding, end to end."""
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import mlflow
@@ -8,9 +9,10 @@ import pytest
 import torch
 from mlflow.tracking import MlflowClient
 
-from scratchlab.builders import build_task
+from scratchlab.builders import build_task, load_task
 from scratchlab.config import compose
 from scratchlab.data.dataset import pad_collate
+from scratchlab.data.io import read_image
 from scratchlab.data.transforms import Preprocess
 from scratchlab.errors import ConfigError
 from scratchlab.losses import BCEDiceLoss, DiceLoss
@@ -133,6 +135,18 @@ def test_two_stage_gates_the_segmenter(tmp_path: Path, tiny_dataset: Path) -> No
     nothing = two_stage(1.0)  # a one-epoch classifier is never that sure: no image reaches the segmenter
     assert nothing["test/gate_rate"] == 0.0
     assert nothing["test/recall_bad"] == 0.0 and nothing["test/pixel_recall"] == 0.0
+
+    # the run's own checkpoint holds both networks: it still judges alike when the part files are gone
+    own = tmp_path / "two_0.0" / "checkpoints" / "best.ckpt"
+    images = [read_image(p) for p in sorted((tiny_dataset / "bad").glob("*.png"))[:4]]
+    before = [(v.score, v.is_bad) for v in load_task(own).predict_images(images)]
+    shutil.rmtree(tmp_path / "cls")
+    shutil.rmtree(tmp_path / "seg")
+    assert [(v.score, v.is_bad) for v in load_task(own).predict_images(images)] == before
+    with pytest.raises(ConfigError, match="model.classifier_ckpt=.* is a two_stage checkpoint; two-stage takes a "
+                                          "classification one"):
+        run_training(compose("train", base + ["model=two_stage", f"model.classifier_ckpt={own}",
+                                              f"model.segmenter_ckpt={own}"]))
 
 
 def test_bn_momentum_is_set_on_every_batch_norm(tmp_path: Path) -> None:

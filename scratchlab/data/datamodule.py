@@ -32,7 +32,8 @@ class ScratchDataModule(pl.LightningDataModule):
                  batch_size: int = 32, num_workers: int = 0, pin_memory: bool | str = False, mask_threshold: int = 128,
                  check: bool = True, seed: int = 0, synthetic_fraction: float = 0.0,
                  synthetic_appearance: str = "ink", synthetic_dir: str | Path | None = None,
-                 cache_images: bool | str = "auto", cache_max_gb: float = 2.0) -> None:
+                 cache_images: bool | str = "auto", cache_max_gb: float = 2.0,
+                 instance_min_area: int | None = None) -> None:
         super().__init__()
         self.source = source
         self.preprocess = preprocess
@@ -46,6 +47,8 @@ class ScratchDataModule(pl.LightningDataModule):
         self.cache_images = cache_images
         self.cache_max_gb = float(cache_max_gb)
         self.mask_threshold = mask_threshold
+        self.instance_min_area = instance_min_area
+        """Set for instance models: the loader workers build their Mask R-CNN targets."""
         self.check = check
         self.seed = seed
         self.synthetic_fraction = float(synthetic_fraction or 0.0)
@@ -103,6 +106,7 @@ class ScratchDataModule(pl.LightningDataModule):
                                                          self.mask_threshold, self.preprocess)
             else:
                 self.datasets[name] = ImageDataset(self.splits[name], transform, self.mask_threshold, self.preprocess)
+            self.datasets[name].instance_min_area = self.instance_min_area
 
     def _cache_wanted(self, count: int) -> bool:
         """Keep the images in memory after resizing: always (true), never (false), or when ``count`` of them

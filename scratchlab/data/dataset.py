@@ -1,7 +1,7 @@
 """A torch Dataset over ``Sample`` records: reads the image (and mask) and applies one transform."""
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 import albumentations as A
 import numpy as np
@@ -13,12 +13,17 @@ from scratchlab.data.io import read_image, read_mask
 from scratchlab.data.transforms import Preprocess, content_box
 from scratchlab.data.types import Sample
 from scratchlab.errors import DataError
+from scratchlab.models.instance_targets import build_target, instances_from_mask
 
 
 class ImageDataset(Dataset):
     """Items are dicts: ``image`` (3,H,W float), ``label`` (int), ``mask`` (H,W float 0/1), ``path``,
     ``size``: the height and width the image takes in the input before padding (``resize=pad``), else as read;
-    ``original_size``: the height and width of the image file."""
+    ``original_size``: the height and width of the image file. With ``instance_min_area`` set, also
+    ``instances``: the Mask R-CNN target of the mask's connected components (built here, in the loader
+    workers, not in the training step)."""
+
+    instance_min_area: int | None = None
 
     def __init__(self, samples: list[Sample], transform: A.Compose, mask_threshold: int = 128,
                  preprocess: Preprocess | None = None) -> None:
@@ -37,9 +42,12 @@ class ImageDataset(Dataset):
         s = self.samples[i]
         image, mask, original = self.load(i)
         out = self.transform(image=image, mask=mask)
-        return {"image": out["image"], "label": s.label, "mask": torch.as_tensor(out["mask"]).float(),
-                "path": str(s.image), "size": torch.tensor(self._content_size(*original)),
-                "original_size": torch.tensor(original)}
+        size = self._content_size(*original)
+        item = {"image": out["image"], "label": s.label, "mask": torch.as_tensor(out["mask"]).float(),
+                "path": str(s.image), "size": torch.tensor(size), "original_size": torch.tensor(original)}
+        if self.instance_min_area is not None:
+            item["instances"] = instance_target(item["mask"], size, self.instance_min_area)
+        return item
 
     def load(self, i: int) -> tuple[np.ndarray, np.ndarray, tuple[int, int]]:
         """Sample ``i``'s image and 0/1 mask as read (subclasses may return them already resized), and the
@@ -63,6 +71,12 @@ class ImageDataset(Dataset):
         return y1, x1
 
 
+def instance_target(mask: torch.Tensor, size: Sequence[int], min_area: int) -> dict[str, torch.Tensor]:
+    """torchvision's detection target for the content (top-left ``size``) of one 0/1 network-geometry mask."""
+    h, w = int(size[0]), int(size[1])
+    return build_target(instances_from_mask(mask[:h, :w].numpy(), min_area))
+
+
 def pad_collate(items: list[dict], fill: tuple[float, ...] = (0.0, 0.0, 0.0)) -> dict:
     """Collate items of different sizes by padding them at the bottom/right to the largest: images with
     the per-channel ``fill`` (``Preprocess.pad_value()``, the same black the transforms pad with), masks with 0."""
@@ -78,12 +92,15 @@ def pad_collate(items: list[dict], fill: tuple[float, ...] = (0.0, 0.0, 0.0)) ->
     def pad_mask(t: torch.Tensor) -> torch.Tensor:
         return F.pad(t, (0, width - t.shape[-1], 0, height - t.shape[-2]))
 
-    return {"image": torch.stack([pad_image(it["image"]) for it in items]),
-            "mask": torch.stack([pad_mask(it["mask"]) for it in items]),
-            "label": torch.tensor([it["label"] for it in items]),
-            "size": torch.stack([it["size"] for it in items]),
-            "original_size": torch.stack([it["original_size"] for it in items]),
-            "path": [it["path"] for it in items]}
+    batch = {"image": torch.stack([pad_image(it["image"]) for it in items]),
+             "mask": torch.stack([pad_mask(it["mask"]) for it in items]),
+             "label": torch.tensor([it["label"] for it in items]),
+             "size": torch.stack([it["size"] for it in items]),
+             "original_size": torch.stack([it["original_size"] for it in items]),
+             "path": [it["path"] for it in items]}
+    if "instances" in items[0]:
+        batch["instances"] = [it["instances"] for it in items]
+    return batch
 
 
 def augmentation_seed(seed: int, epoch: int, index: int) -> int:

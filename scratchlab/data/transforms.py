@@ -55,6 +55,12 @@ class Preprocess:
                    pad_multiple=int(d.get("pad_multiple", 32)),
                    mean=tuple(d.get("mean", IMAGENET_MEAN)), std=tuple(d.get("std", IMAGENET_STD)))
 
+    @classmethod
+    def from_run_config(cls, cfg: Mapping) -> "Preprocess":
+        """A run config's preprocessing: ``model.image_size`` and ``data.resize``."""
+        size = cfg["model"].get("image_size")
+        return cls(image_size=None if size is None else int(size), resize=cfg["data"]["resize"])
+
     def geometry(self) -> list[A.BasicTransform]:
         size = self.image_size
         if self.resize == "stretch":

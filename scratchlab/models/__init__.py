@@ -3,10 +3,12 @@ from __future__ import annotations
 
 import inspect
 
+from hydra.errors import InstantiationException
 from hydra.utils import get_object, instantiate
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
+from scratchlab.errors import ScratchlabError
 from scratchlab.models.weights import apply_pretrained
 
 # Keys every model config may carry for the rest of the pipeline; passed on only if the factory takes them.
@@ -21,4 +23,9 @@ def build_model(model_cfg: DictConfig, num_outputs: int) -> nn.Module:
     for key in _SHARED_KEYS:
         if key not in accepted:
             cfg.pop(key, None)
-    return instantiate(cfg, num_outputs=num_outputs, _convert_="all")
+    try:
+        return instantiate(cfg, num_outputs=num_outputs, _convert_="all")
+    except InstantiationException as err:
+        if isinstance(err.__cause__, ScratchlabError):  # the factory's own one-line error, not Hydra's wrapping
+            raise err.__cause__ from None
+        raise

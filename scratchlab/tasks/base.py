@@ -15,21 +15,31 @@ goes through two steps each task class defines once:
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, ClassVar
+from typing import Any, ClassVar, NamedTuple
 
 import numpy as np
 import pytorch_lightning as pl
 import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
-from scratchlab.checkpoints import KEY, ModelSpec, checkpoint_block
+from scratchlab.checkpoints import KEY, Checkpoint, ModelSpec, checkpoint_block
 from scratchlab.data.transforms import Preprocess, build_transform, content_box
+from scratchlab.errors import ConfigError
 from scratchlab.postprocess import DecisionParams, Verdict
 
 STAGES = ("train", "val", "test")
 Raw = dict[str, np.ndarray]
 INPUT_NAME = "image"
 """The input of an exported graph: (N, H, W, 3) uint8 RGB images at network geometry (``pre.geometry()``)."""
+
+
+class TrainCounts(NamedTuple):
+    """What the training split holds, for "auto" loss weights: images per class, (background, scratch) pixels."""
+
+    classes: list[int] | None = None
+    pixels: tuple[int, int] | None = None
 
 
 class NormalizedInput(nn.Module):
@@ -46,6 +56,11 @@ class NormalizedInput(nn.Module):
 
     def forward(self, image: torch.Tensor) -> Any:
         return self.net((image.permute(0, 3, 1, 2).float() - self.mean) * self.inv_std)
+
+
+def require_binary(spec: ModelSpec, what: str) -> None:
+    if len(spec.class_names) != 2:
+        raise ConfigError(f"{what} needs a binary data set (good/bad with masks), got {len(spec.class_names)} classes")
 
 
 def input_shape(pre: Preprocess, content: tuple[int, int], batch_shape: tuple[int, int]) -> tuple[int, int]:
@@ -80,6 +95,11 @@ class BaseTask(pl.LightningModule):
     one_image_per_forward: ClassVar[bool] = False
     """True where a network's output for one image depends on the others in its batch (Mask R-CNN)."""
 
+    @classmethod
+    def loader_options(cls, cfg: DictConfig) -> dict[str, Any]:
+        """Extra ``ScratchDataModule`` arguments this task's batches need (none by default)."""
+        return {}
+
     def __init__(self, net: nn.Module | None, loss: nn.Module | None, optimizer: Callable | None,
                  scheduler: Callable | None, spec: ModelSpec) -> None:
         super().__init__()
@@ -104,6 +124,33 @@ class BaseTask(pl.LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint[KEY] = checkpoint_block(self.spec)
+
+    # -- building ----------------------------------------------------------------------------------------------
+
+    @classmethod
+    def build(cls, cfg: DictConfig, class_names: Sequence[str], counts: TrainCounts = TrainCounts()) -> BaseTask:
+        """This task for run config ``cfg``: spec from its data, model and decision; optimizer and scheduler
+        factories; the training split's ``counts`` resolve "auto" loss weights."""
+        spec = ModelSpec(task=cls.name, class_names=tuple(class_names), preprocess=Preprocess.from_run_config(cfg),
+                         decision=DecisionParams.from_config(OmegaConf.to_container(cfg.decision, resolve=True)))
+        common = {"optimizer": instantiate(cfg.optimizer),
+                  "scheduler": instantiate(cfg.scheduler) if cfg.get("scheduler") else None,
+                  "config": OmegaConf.to_container(cfg, resolve=True)}
+        return cls.from_config(cfg, spec, counts, common)
+
+    @classmethod
+    def from_config(cls, cfg: DictConfig, spec: ModelSpec, counts: TrainCounts, common: dict[str, Any]) -> BaseTask:
+        """The task's own part of ``build``: network and loss from ``cfg.model`` / ``cfg.loss``; ``common``
+        holds the optimizer and scheduler factories and the resolved config."""
+        raise NotImplementedError
+
+    @classmethod
+    def from_checkpoint(cls, ckpt: Checkpoint) -> BaseTask:
+        """The trained task of a read checkpoint, in eval mode on the CPU."""
+        task = cls.build(OmegaConf.create(ckpt.config), ckpt.spec.class_names, TrainCounts(ckpt.class_counts))
+        task.spec = ckpt.spec
+        task.load_state_dict(ckpt.state_dict)
+        return task.eval()
 
     # -- the one inference path ------------------------------------------------------------------------------
 

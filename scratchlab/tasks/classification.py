@@ -9,11 +9,16 @@ import numpy as np
 import torch
 from torch import nn
 
+from hydra.utils import instantiate
+from omegaconf import DictConfig
+
 from scratchlab.checkpoints import ModelSpec
+from scratchlab.errors import ConfigError
+from scratchlab.models import build_model
 from scratchlab.task_metrics import ClassificationMetrics
 from scratchlab.postprocess import Verdict, verdict_from_class_probs
 from scratchlab.figures import classification_report, confusion_matrix_figure, precision_recall_figure
-from scratchlab.tasks.base import BaseTask, Raw, gather_test_outputs
+from scratchlab.tasks.base import BaseTask, Raw, TrainCounts, gather_test_outputs
 
 
 def logits_to_probs(logits: torch.Tensor) -> torch.Tensor:
@@ -53,6 +58,18 @@ class ClassificationTask(BaseTask):
         self.save_hyperparameters(ignore=["net", "loss", "optimizer", "scheduler", "spec"], logger=False)  # params: the flat config
         self.init_metrics(lambda: ClassificationMetrics(self.class_names, spec.decision.threshold))
         self.test_outputs: dict[str, list] = {}
+
+    @classmethod
+    def from_config(cls, cfg: DictConfig, spec: ModelSpec, counts: TrainCounts,
+                    common: dict[str, Any]) -> ClassificationTask:
+        loss = instantiate(cfg.loss)
+        if not hasattr(loss, "num_outputs"):
+            raise ConfigError(f"loss={cfg.loss._target_.rsplit('.', 1)[-1]} is a segmentation loss; "
+                              f"classification models take loss=bce or loss=ce")
+        if counts.classes is not None:
+            loss.fit_class_counts(counts.classes)
+        net = build_model(cfg.model, num_outputs=loss.num_outputs(len(spec.class_names)))
+        return cls(net=net, loss=loss, spec=spec, class_counts=counts.classes, **common)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)

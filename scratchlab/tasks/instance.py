@@ -3,18 +3,22 @@ union of instance masks, plus box and mask mAP (torchmetrics MeanAveragePrecisio
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from typing import Any
 
 import albumentations as A
 import numpy as np
 import torch
 from torch import nn
+from omegaconf import DictConfig
 from torchmetrics.detection import MeanAveragePrecision
 
 from scratchlab.checkpoints import ModelSpec
+from scratchlab.data.dataset import instance_target
 from scratchlab.data.transforms import Preprocess
-from scratchlab.models.instance_targets import build_target, instances_from_mask
-from scratchlab.tasks.base import Raw
+from scratchlab.errors import ConfigError
+from scratchlab.models import build_model
+from scratchlab.tasks.base import Raw, TrainCounts, require_binary
 from scratchlab.tasks.segmentation import SegmentationTask
 
 MAP_KEYS = {"map": "map", "map_50": "map50"}
@@ -62,6 +66,20 @@ class InstanceSegmentationTask(SegmentationTask):
         self.min_instance_area = min_instance_area
         self.map_metrics = nn.ModuleDict({s: MeanAveragePrecision(iou_type=["bbox", "segm"]) for s in ("val", "test")})
 
+    @classmethod
+    def loader_options(cls, cfg: DictConfig) -> dict[str, Any]:
+        return {"instance_min_area": int(cfg.model.min_instance_area)}
+
+    @classmethod
+    def from_config(cls, cfg: DictConfig, spec: ModelSpec, counts: TrainCounts,
+                    common: dict[str, Any]) -> InstanceSegmentationTask:
+        require_binary(spec, "Mask R-CNN")
+        if spec.preprocess.resize != "pad":
+            raise ConfigError("model=maskrcnn takes images at their own size: keep data.resize=pad")
+        spec = replace(spec, options={"score_threshold": float(cfg.model.score_threshold)})
+        return cls(net=build_model(cfg.model, num_outputs=2), loss=None, spec=spec,
+                   min_instance_area=cfg.model.min_instance_area, **common)
+
     def raw_outputs(self, x: torch.Tensor, content_sizes: Sequence[tuple[int, int]],
                     images: Sequence[np.ndarray] | None = None) -> list[Raw]:
         outputs = self.net([im[:, :h, :w] for im, (h, w) in zip(x, content_sizes)])
@@ -76,11 +94,15 @@ class InstanceSegmentationTask(SegmentationTask):
         return [t for t in pre.geometry() if not isinstance(t, A.PadIfNeeded)]
 
     def _inputs(self, batch: dict) -> tuple[list[torch.Tensor], list[dict[str, torch.Tensor]]]:
-        images, targets = [], []
-        for image, mask, (h, w) in zip(batch["image"], batch["mask"], batch["size"].tolist()):
-            images.append(image[:, :h, :w])
-            target = build_target(instances_from_mask(mask[:h, :w].cpu().numpy(), self.min_instance_area))
-            targets.append({k: v.to(image.device) for k, v in target.items()})
+        """Images cut to their content, and their targets: built by the loader workers
+        (``ImageDataset.instance_min_area``), or here for batches that come without them."""
+        sizes = batch["size"].tolist()
+        images = [image[:, :h, :w] for image, (h, w) in zip(batch["image"], sizes)]
+        targets = batch.get("instances")
+        if targets is None:
+            targets = [{k: v.to(image.device) for k, v in
+                        instance_target(mask.cpu(), size, self.min_instance_area).items()}
+                       for image, mask, size in zip(batch["image"], batch["mask"], sizes)]
         return images, targets
 
     def loss_and_probs(self, batch: dict, stage: str) -> tuple[torch.Tensor, torch.Tensor]:

@@ -9,12 +9,16 @@ import torch
 from pytorch_lightning.loggers import MLFlowLogger
 from torch import nn
 
+from hydra.utils import instantiate
+from omegaconf import DictConfig
+
 from scratchlab.checkpoints import ModelSpec
+from scratchlab.models import build_model
 from scratchlab.data.io import read_image
 from scratchlab.data.transforms import restore_geometry
 from scratchlab.task_metrics import SegmentationMetrics
 from scratchlab.postprocess import Verdict, decide_from_probability, verdict_from_probability
-from scratchlab.tasks.base import BaseTask, Raw, gather_test_outputs
+from scratchlab.tasks.base import BaseTask, Raw, TrainCounts, gather_test_outputs, require_binary
 from scratchlab.visualize import draw_overlay, make_grid
 
 N_PICTURES = 8
@@ -72,6 +76,15 @@ class SegmentationTask(BaseTask):
         self.init_metrics(lambda: SegmentationMetrics(self.decision.mask_threshold))
         self.pictures: list[dict] = []
         self.test_outputs: dict[str, list] = {}
+
+    @classmethod
+    def from_config(cls, cfg: DictConfig, spec: ModelSpec, counts: TrainCounts,
+                    common: dict[str, Any]) -> SegmentationTask:
+        require_binary(spec, "segmentation")
+        loss = instantiate(cfg.loss)
+        if getattr(loss, "pos_weight_spec", None) == "auto" and counts.pixels is not None:
+            loss.fit_pixel_counts(*counts.pixels)
+        return cls(net=build_model(cfg.model, num_outputs=1), loss=loss, spec=spec, **common)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)

@@ -15,13 +15,15 @@ from typing import Any
 
 import numpy as np
 import torch
+from omegaconf import DictConfig
 from torch import nn
 
 from scratchlab.checkpoints import KEY, Checkpoint, ModelSpec, read_checkpoint
 from scratchlab.data.io import read_image
 from scratchlab.data.transforms import Preprocess
 from scratchlab.postprocess import DecisionParams, Verdict
-from scratchlab.tasks.base import BaseTask, Raw
+from scratchlab.errors import ConfigError
+from scratchlab.tasks.base import BaseTask, Raw, TrainCounts
 from scratchlab.tasks.classification import ClassificationTask
 from scratchlab.tasks.segmentation import SegmentationTask
 
@@ -46,6 +48,17 @@ class _GateAndSegment(nn.Module):
         return self.segmenter(image), self.classifier(classifier_image)
 
 
+def _part(path: Any, want: type[BaseTask]) -> BaseTask:
+    """The trained task of checkpoint ``path``, which must be a ``want.name`` model."""
+    key = "model.classifier_ckpt" if want is ClassificationTask else "model.segmenter_ckpt"
+    if not path:
+        raise ConfigError(f"model=two_stage needs {key}=PATH (a {want.name} checkpoint)")
+    ckpt = read_checkpoint(path)
+    if ckpt.task != want.name:
+        raise ConfigError(f"{key}={path} is a {ckpt.task} checkpoint; two-stage takes a {want.name} one there")
+    return want.from_checkpoint(ckpt)
+
+
 class TwoStageTask(SegmentationTask):
     """``classifier`` (a ClassificationTask) gates ``segmenter`` (a SegmentationTask); ``spec`` carries the
     segmenter's preprocessing, the decision rule, the gate threshold and the classifier's spec."""
@@ -68,10 +81,40 @@ class TwoStageTask(SegmentationTask):
         self.gate_threshold = float(spec.options["gate_threshold"])
 
     @classmethod
-    def from_parts(cls, parts: Mapping[str, BaseTask], spec: ModelSpec,
-                   config: dict[str, Any] | None = None) -> TwoStageTask:
-        """Rebuilt from the parts a two-stage checkpoint stores (see ``on_save_checkpoint``)."""
-        return cls(parts["classifier"], parts["segmenter"], spec, config=config)
+    def assemble(cls, classifier: BaseTask, segmenter: BaseTask, decision: DecisionParams | None = None,
+                 gate_threshold: float | None = None, preprocess: Preprocess | None = None,
+                 config: dict[str, Any] | None = None) -> TwoStageTask:
+        """``classifier`` gating ``segmenter``; ``decision`` defaults to the segmenter's, ``gate_threshold`` to
+        the classifier's threshold, and ``preprocess`` (the run's) must be the segmenter's."""
+        if type(classifier) is not ClassificationTask or type(segmenter) is not SegmentationTask:
+            raise ConfigError("two-stage takes a classification checkpoint (model.classifier_ckpt) and a "
+                              "segmentation one (model.segmenter_ckpt)")
+        wanted = segmenter.preprocess
+        if preprocess is not None and preprocess != wanted:
+            raise ConfigError(f"the segmenter was trained on images prepared with image_size={wanted.image_size}, "
+                              f"resize={wanted.resize}: set model.image_size={wanted.image_size} "
+                              f"data.resize={wanted.resize}")
+        spec = cls.build_spec(classifier.spec, segmenter.spec, decision, gate_threshold)
+        return cls(classifier, segmenter, spec, config=config).eval()
+
+    @classmethod
+    def from_config(cls, cfg: DictConfig, spec: ModelSpec, counts: TrainCounts, common: dict[str, Any]) -> TwoStageTask:
+        """The two checkpoints of ``model.classifier_ckpt`` and ``model.segmenter_ckpt``, as trained."""
+        parts = [_part(cfg.model.get(key), want) for key, want in (("classifier_ckpt", ClassificationTask),
+                                                                   ("segmenter_ckpt", SegmentationTask))]
+        return cls.assemble(*parts, spec.decision, cfg.model.get("gate_threshold"), preprocess=spec.preprocess,
+                            config=common["config"])
+
+    @classmethod
+    def from_checkpoint(cls, ckpt: Checkpoint) -> TwoStageTask:
+        """Both networks from the two-stage checkpoint itself (its ``components``), not from other files."""
+        parts = ckpt.components
+        if set(parts) != {"classifier", "segmenter"}:
+            raise ConfigError(f"checkpoint {ckpt.path} is a two-stage model without both of its networks; "
+                              "run python -m scratchlab.train model=two_stage again")
+        task = cls(ClassificationTask.from_checkpoint(parts["classifier"]),
+                   SegmentationTask.from_checkpoint(parts["segmenter"]), ckpt.spec, config=ckpt.config)
+        return task.eval()
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """The block also describes both networks, so the checkpoint alone rebuilds the model."""
