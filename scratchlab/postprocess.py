@@ -12,6 +12,7 @@ from __future__ import annotations
 import numbers
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields
+from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 import cv2
@@ -115,15 +116,29 @@ class MaskDecision:
 
     ``mask`` is the (H, W) uint8 {0, 1} mask after speck removal; ``scratch_area`` is the sum or the
     max of component areas per ``params.area_mode``; ``area_threshold`` the pixel area it was compared to.
+    The decision needs only the components' areas; their outlines (``components``) and ``mask`` are
+    worked out when first asked for, so judging a validation epoch draws no contours.
     """
 
-    mask: np.ndarray
-    components: list[Component]
     scratch_area: int
     scratch_area_ratio: float
     is_bad: bool
     area_threshold: float
     params: DecisionParams
+    labels: np.ndarray = field(repr=False)
+    """Connected-component labels of the thresholded map (OpenCV), ``stats`` their boxes and areas, ``kept``
+    the ids that are not specks, ``prob`` the map the scores come from (None for binary input)."""
+    stats: np.ndarray = field(repr=False)
+    kept: list[int] = field(repr=False)
+    prob: np.ndarray | None = field(default=None, repr=False)
+
+    @cached_property
+    def mask(self) -> np.ndarray:
+        return np.isin(self.labels, self.kept).astype(np.uint8)
+
+    @cached_property
+    def components(self) -> list[Component]:
+        return _components(self.labels, self.stats, self.kept, self.prob)
 
     def to_json(self) -> dict[str, Any]:
         """Plain-type dict: decision, areas, thresholds used and every component's box, area and length."""
@@ -257,14 +272,13 @@ def decide_from_area(scratch_area: Any, params: DecisionParams, height: int, wid
 
 def _decide(binary: np.ndarray, prob: np.ndarray | None, params: DecisionParams) -> MaskDecision:
     labels, stats, kept = _label(binary, params.min_component_area)
-    components = _components(labels, stats, kept, prob)
-    areas = [c.area for c in components]
+    areas = [int(stats[i, cv2.CC_STAT_AREA]) for i in kept]
     scratch_area = (sum(areas) if params.area_mode == "sum" else max(areas)) if areas else 0
     height, width = binary.shape
-    return MaskDecision(mask=np.isin(labels, kept).astype(np.uint8), components=components,
-                        scratch_area=scratch_area, scratch_area_ratio=scratch_area / (height * width),
+    return MaskDecision(scratch_area=scratch_area, scratch_area_ratio=scratch_area / (height * width),
                         is_bad=bool(decide_from_area(scratch_area, params, height, width)),
-                        area_threshold=params.area_threshold(height, width), params=params)
+                        area_threshold=params.area_threshold(height, width), params=params,
+                        labels=labels, stats=stats, kept=kept, prob=prob)
 
 
 def decide_from_probability(prob: np.ndarray, params: DecisionParams) -> MaskDecision:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import torch
 from torch import nn
+from torchmetrics import MetricCollection
 from torchmetrics.classification import (
     BinaryAUROC,
     BinaryAveragePrecision,
@@ -23,6 +24,9 @@ from torchmetrics.classification import (
 )
 
 from scratchlab.data.types import BINARY_CLASSES
+
+PADDING = -1
+"""Target value of the pixels that only pad an image to the network's size: ignored by the pixel metrics."""
 
 
 def metric_class_names(class_names: list[str]) -> list[str]:
@@ -88,39 +92,46 @@ class ClassificationMetrics(nn.Module):
 
 
 class SegmentationMetrics(nn.Module):
-    """Pixel Dice (= pixel F1), IoU, precision, recall on the valid (unpadded) pixels, and image-level
-    accuracy / precision / recall / F1 of bad from the area rule, named as in ``ClassificationMetrics``."""
+    """Pixel Dice (= pixel F1), IoU, precision, recall on the valid (unpadded) pixels, and (with
+    ``image_metrics``) image-level accuracy / precision / recall / F1 of bad from the area rule, named as in
+    ``ClassificationMetrics``.
 
-    def __init__(self, mask_threshold: float = 0.5) -> None:
+    Everything stays on the device: padding is an ignored target value rather than a boolean selection,
+    argument checks (which read values back to the host) are off, and the metrics that share one set of
+    counts (Dice, precision, recall) update it once (``MetricCollection`` compute groups)."""
+
+    def __init__(self, mask_threshold: float = 0.5, image_metrics: bool = True) -> None:
         super().__init__()
         self.mask_threshold = mask_threshold
-        self.dice = BinaryF1Score()
-        self.iou = BinaryJaccardIndex()
-        self.pixel_precision = BinaryPrecision()
-        self.pixel_recall = BinaryRecall()
-        self.image = nn.ModuleDict({"acc": MulticlassAccuracy(2, average="micro"),
-                                    "precision": MulticlassPrecision(2, average=None),
-                                    "recall": MulticlassRecall(2, average=None),
-                                    "f1": MulticlassF1Score(2, average=None)})
+        quiet = {"ignore_index": PADDING, "validate_args": False}
+        self.pixel = MetricCollection({"dice": BinaryF1Score(**quiet), "iou": BinaryJaccardIndex(**quiet),
+                                       "pixel_precision": BinaryPrecision(**quiet),
+                                       "pixel_recall": BinaryRecall(**quiet)}, compute_groups=True)
+        self.image = nn.ModuleDict({"acc": MulticlassAccuracy(2, average="micro", validate_args=False),
+                                    "precision": MulticlassPrecision(2, average=None, validate_args=False),
+                                    "recall": MulticlassRecall(2, average=None, validate_args=False),
+                                    "f1": MulticlassF1Score(2, average=None, validate_args=False)}
+                                   ) if image_metrics else None
 
-    def update(self, probs: torch.Tensor, masks: torch.Tensor, valid: torch.Tensor, image_bad: torch.Tensor,
-               labels: torch.Tensor) -> None:
+    def update(self, probs: torch.Tensor, masks: torch.Tensor, valid: torch.Tensor,
+               image_bad: torch.Tensor | None = None, labels: torch.Tensor | None = None) -> None:
         """``probs``/``masks``/``valid``: (B, H, W); ``image_bad``: (B,) decisions; ``labels``: (B,) 0 good 1 bad."""
-        p, t = (probs[valid] >= self.mask_threshold).long(), masks[valid].long()  # >=, as the area rule
-        for metric in (self.dice, self.iou, self.pixel_precision, self.pixel_recall):
-            metric.update(p, t)
-        for metric in self.image.values():
-            metric.update(image_bad.long(), labels.long())
+        p = (probs >= self.mask_threshold).long()  # >=, as the area rule
+        self.pixel.update(p, torch.where(valid, masks.long(), PADDING))
+        if self.image is not None:
+            for metric in self.image.values():
+                metric.update(image_bad.long(), labels.long())
 
     def compute(self) -> dict[str, torch.Tensor]:
-        out = {"dice": self.dice.compute(), "iou": self.iou.compute(),
-               "pixel_precision": self.pixel_precision.compute(), "pixel_recall": self.pixel_recall.compute(),
-               "acc": self.image["acc"].compute()}
-        for key in ("precision", "recall", "f1"):
-            good, bad = self.image[key].compute()
-            out.update({f"{key}_good": good, f"{key}_bad": bad})
+        out = dict(self.pixel.compute())
+        if self.image is not None:
+            out["acc"] = self.image["acc"].compute()
+            for key in ("precision", "recall", "f1"):
+                good, bad = self.image[key].compute()
+                out.update({f"{key}_good": good, f"{key}_bad": bad})
         return out
 
     def reset(self) -> None:
-        for m in (self.dice, self.iou, self.pixel_precision, self.pixel_recall, *self.image.values()):
+        self.pixel.reset()
+        for m in (self.image or {}).values():
             m.reset()

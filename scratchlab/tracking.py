@@ -224,18 +224,25 @@ def mlflow_run(cfg: DictConfig, resume_run_id: str | None = None) -> Iterator[Tr
     except BaseException as err:
         if is_pruned(err):  # an Optuna trial stopped early: its curve so far is the result
             tracked.set_tags({"pruned": "true"})
-            client.set_terminated(tracked.run_id, "FINISHED")
+            _end_run(client, tracked.run_id, "FINISHED")
             raise
         status = "KILLED" if isinstance(err, (KeyboardInterrupt, Interrupted)) else "FAILED"
         try:
             tracked.log_text("".join(traceback.format_exception(err)), "error.txt")
         finally:
-            client.set_terminated(tracked.run_id, status)
+            _end_run(client, tracked.run_id, status)
         raise
     else:
-        client.set_terminated(tracked.run_id, "FINISHED")
+        _end_run(client, tracked.run_id, "FINISHED")
     finally:
         os.environ.pop(RUN_ID_ENV, None)
+
+
+def _end_run(client: MlflowClient, run_id: str, status: str) -> None:
+    """Write what is still queued (training logs its metrics without waiting: ``synchronous=False``),
+    then close the run."""
+    mlflow.flush_async_logging()
+    client.set_terminated(run_id, status)
 
 
 def new_params(run: TrackedRun, params: Mapping[str, Any]) -> dict[str, Any]:

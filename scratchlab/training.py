@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 import matplotlib.pyplot as plt
+import mlflow
 import optuna
 import pytorch_lightning as pl
 from hydra.utils import instantiate
@@ -32,6 +33,7 @@ def build_callbacks(cfg: DictConfig) -> list[Callback]:
 
 
 def _log_training_curves(run: TrackedRun) -> None:
+    mlflow.flush_async_logging()  # the metrics queued so far, written before they are read back
     keys = [k for k in run.client.get_run(run.run_id).data.metrics if k.startswith(("train/", "val/"))]
     history = {k: [(m.step, m.value) for m in run.client.get_metric_history(run.run_id, k)] for k in keys}
     if history:
@@ -78,7 +80,7 @@ def run_training(cfg: DictConfig) -> dict[str, float]:
         pixel_counts = datamodule.mask_pixel_counts("train") if pixel_weighted else None
         task = build_task(cfg, datamodule.class_names, datamodule.class_counts("train"), pixel_counts)
         logger = MLFlowLogger(experiment_name=run.experiment_name, tracking_uri=run.tracking_uri,
-                              run_id=run.run_id, log_model=False)
+                              run_id=run.run_id, log_model=False, synchronous=False)  # MLflow writes them in the background
         logger.log_hyperparams(new_params(run, flatten_config(cfg)))
         callbacks, progress_bar = console_callbacks(build_callbacks(cfg))
         pruning = pruning_callback(cfg)

@@ -249,9 +249,10 @@ class BaseTask(pl.LightningModule):
 
     # -- metrics and optimization ------------------------------------------------------------------------------
 
-    def init_metrics(self, make: Callable[[], nn.Module]) -> None:
+    def init_metrics(self, make: Callable[[str], nn.Module]) -> None:
+        """``make(stage)`` builds the metrics of one stage (train, val, test)."""
         # ModuleDict keys cannot be "train" (a Module method), hence the suffix.
-        self.metrics = nn.ModuleDict({f"{s}_metrics": make() for s in STAGES})
+        self.metrics = nn.ModuleDict({f"{s}_metrics": make(s) for s in STAGES})
 
     def stage_metrics(self, stage: str) -> nn.Module:
         return self.metrics[f"{stage}_metrics"]

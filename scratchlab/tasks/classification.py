@@ -56,7 +56,7 @@ class ClassificationTask(BaseTask):
                  spec: ModelSpec, config: dict[str, Any] | None = None, class_counts: list[int] | None = None) -> None:
         super().__init__(net, loss, optimizer, scheduler, spec)
         self.save_hyperparameters(ignore=["net", "loss", "optimizer", "scheduler", "spec"], logger=False)  # params: the flat config
-        self.init_metrics(lambda: ClassificationMetrics(self.class_names, spec.decision.threshold))
+        self.init_metrics(lambda stage: ClassificationMetrics(self.class_names, spec.decision.threshold))
         self.test_outputs: dict[str, list] = {}
 
     @classmethod

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -25,13 +26,15 @@ N_PICTURES = 8
 
 
 def valid_pixels(batch: Mapping[str, Any], shape: tuple[int, ...], pad_mode: bool) -> torch.Tensor:
-    """(B, H, W) bool: the pixels of each image, without the padding added to reach the network's size."""
-    valid = torch.zeros(shape, dtype=torch.bool, device=batch["image"].device)
+    """(B, H, W) bool: the pixels of each image, without the padding added to reach the network's size
+    (computed on the device: no sizes are read back to the host)."""
+    device = batch["image"].device
     if not pad_mode:
-        return valid.fill_(True)
-    for i, (h, w) in enumerate(batch["size"].tolist()):
-        valid[i, :h, :w] = True
-    return valid
+        return torch.ones(shape, dtype=torch.bool, device=device)
+    sizes = batch["size"].to(device)
+    rows = torch.arange(shape[-2], device=device)[None, :, None] < sizes[:, 0, None, None]
+    cols = torch.arange(shape[-1], device=device)[None, None, :] < sizes[:, 1, None, None]
+    return rows & cols
 
 
 def prob_maps(probs: torch.Tensor, content_sizes: Sequence[tuple[int, int]], pad_mode: bool) -> list[Raw]:
@@ -73,8 +76,10 @@ class SegmentationTask(BaseTask):
         super().__init__(net, loss, optimizer, scheduler, spec)
         self.save_hyperparameters(ignore=["net", "loss", "optimizer", "scheduler", "spec"], logger=False)  # params: the flat config
         self.pad_mode = spec.preprocess.resize == "pad"
-        self.init_metrics(lambda: SegmentationMetrics(self.decision.mask_threshold))
+        self.init_metrics(lambda stage: SegmentationMetrics(self.decision.mask_threshold, image_metrics=stage != "train"))
         self.pictures: list[dict] = []
+        self._picture_thread: ThreadPoolExecutor | None = None
+        self._pending_pictures: list[Future] = []
         self.test_outputs: dict[str, list] = {}
 
     @classmethod
@@ -107,17 +112,19 @@ class SegmentationTask(BaseTask):
         return self.loss(logits, batch["mask"][:, None]), torch.sigmoid(logits.detach().float()[:, 0])
 
     def _step(self, batch: dict, stage: str) -> tuple[torch.Tensor, torch.Tensor, list[Verdict]]:
+        """Loss and metrics of one batch. Training logs the loss and pixel metrics of the batch's own forward
+        pass and stays on the device; validation and test judge each image on its own input, as every
+        inference path does, and add the image-level metrics of those verdicts."""
         loss, probs = self.loss_and_probs(batch, stage)
-        if stage == "train":  # the batch's own forward pass; evaluation judges each image on its own input
-            sizes = [tuple(s) for s in batch["original_size"].tolist()]
-            verdicts = [self.judge(r, s, self.spec) for r, s in
-                        zip(prob_maps(probs, batch["size"].tolist(), self.pad_mode), sizes)]
+        valid = valid_pixels(batch, probs.shape, self.pad_mode)
+        verdicts: list[Verdict] = []
+        if stage == "train":
+            self.stage_metrics(stage).update(probs, batch["mask"], valid)
         else:
             raws, verdicts = self.batch_verdicts(batch)
             probs = self.maps_to_batch(raws, probs)
-        valid = valid_pixels(batch, probs.shape, self.pad_mode)
-        image_bad = torch.tensor([v.is_bad for v in verdicts], device=probs.device)
-        self.stage_metrics(stage).update(probs, batch["mask"], valid, image_bad, batch["label"] > 0)
+            image_bad = torch.tensor([v.is_bad for v in verdicts], device=probs.device)
+            self.stage_metrics(stage).update(probs, batch["mask"], valid, image_bad, batch["label"] > 0)
         self.log_loss(stage, loss, len(probs))
         return loss, probs, verdicts
 
@@ -159,8 +166,20 @@ class SegmentationTask(BaseTask):
 
     def on_validation_epoch_end(self) -> None:
         super().on_validation_epoch_end()
-        if self.pictures and not self.trainer.sanity_checking:
-            self._log_picture(self.pictures, f"val_overlays/epoch_{self.current_epoch:03d}.png")
+        if self.pictures and not self.trainer.sanity_checking:  # drawn and logged beside the next epoch
+            if self._picture_thread is None:
+                self._picture_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="val-pictures")
+            self._pending_pictures.append(self._picture_thread.submit(
+                self._log_picture, self.pictures, f"val_overlays/epoch_{self.current_epoch:03d}.png"))
+
+    def on_fit_end(self) -> None:
+        """Every validation picture is in MLflow before the run goes on (a failed one raises here)."""
+        pending, self._pending_pictures = self._pending_pictures, []
+        for future in pending:
+            future.result()
+        if self._picture_thread is not None:
+            self._picture_thread.shutdown()
+            self._picture_thread = None
 
     def on_test_epoch_start(self) -> None:
         super().on_test_epoch_start()
