@@ -42,13 +42,16 @@ def predict_classes(probs: torch.Tensor, threshold: float) -> torch.Tensor:
 
 
 class ClassificationMetrics(nn.Module):
-    """Accuracy, per-class precision / recall / F1, macro F1, AUROC (+ average precision when binary)."""
+    """Accuracy, per-class precision / recall / F1, macro F1, AUROC (+ average precision when binary).
+
+    Argument checks are off (``validate_args=False``): they read values back to the host at every update,
+    a GPU synchronisation per metric and step; labels come from the data check, predictions from here."""
 
     def __init__(self, class_names: list[str], threshold: float = 0.5, sync_on_compute: bool = True) -> None:
         """``sync_on_compute=False`` computes on this process's data only (reports built after a DDP run)."""
         super().__init__()
         n = len(class_names)
-        kw = {"sync_on_compute": sync_on_compute}
+        kw = {"sync_on_compute": sync_on_compute, "validate_args": False}
         self.names = metric_class_names(class_names)
         self.threshold = threshold
         self.accuracy = MulticlassAccuracy(n, average="micro", **kw)
