@@ -13,10 +13,8 @@ checkpoint from a stranger is data, never code.
 from __future__ import annotations
 
 import datetime as _dt
-import os
 import pickle
 import re
-import tempfile
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -27,6 +25,7 @@ import torch
 from scratchlab.data.transforms import Preprocess
 from scratchlab.errors import ConfigError
 from scratchlab.postprocess import DecisionParams, resolve_decision
+from scratchlab.safe_output import atomic_path
 
 FORMAT = 2
 KEY = "scratchlab"
@@ -155,7 +154,6 @@ def save_checkpoint(task: Any, path: str | Path) -> Path:
     import pytorch_lightning as pl
 
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     ckpt: dict[str, Any] = {"state_dict": task.state_dict(), "hyper_parameters": dict(task.hparams),
                             "pytorch-lightning_version": pl.__version__}
     task.on_save_checkpoint(ckpt)
@@ -164,16 +162,11 @@ def save_checkpoint(task: Any, path: str | Path) -> Path:
 
 
 def _save_atomically(ckpt: dict[str, Any], path: Path, mode: int | None = None) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}-", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(ckpt, f)
+    """``torch.save`` through ``safe_output.atomic_path``; ``mode`` keeps a rewritten file's permissions."""
+    with atomic_path(path) as tmp:
+        torch.save(ckpt, tmp)
         if mode is not None:
-            os.chmod(tmp, mode)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+            tmp.chmod(mode)
 
 
 def write_operating_point(path: str | Path, values: Mapping[str, Any]) -> dict[str, Any]:
