@@ -15,28 +15,33 @@ QUANTILE_PROBS = (0.0, 0.05, 0.25, 0.5, 0.75, 0.95, 1.0)
 """Cumulative probabilities of every ``*_quantiles`` tuple (p0, p5, p25, p50, p75, p95, p100)."""
 
 
+BOLD_FONTS = ("DejaVuSans-Bold.ttf", "DejaVuSansMono-Bold.ttf", "DejaVuSerif-Bold.ttf", "STIXGeneralBol.ttf",
+              "DejaVuSans.ttf")
+"""Fonts of matplotlib's bundled set that print codes plausibly (bold sans first, as on real labels)."""
+
+
 @dataclass
 class ScratchParams:
     """Shape and strength of the scratches added to a bad image."""
 
     count: tuple[int, int] = (1, 10)  # strokes per image, 1 + geometric(count_p), clipped
     count_p: float = 0.3  # success probability of that geometric draw (higher: fewer strokes)
-    width: tuple[float, float] = (1.0, 6.0)  # stroke width, px
+    width: tuple[float, float] = (1.0, 5.0)  # stroke width, px
     width_power: float = 1.0  # >1 skews widths towards the thin end
     length: tuple[float, float] = (0.05, 0.8)  # stroke length, fraction of the image diagonal (log-uniform)
     curvature: float = 0.2  # Bezier control-point offset, fraction of the length (std)
     jitter: float = 0.5  # low-frequency sideways wobble of the centre line, px (std)
     taper: float = 0.25  # fraction of the length over which each end thins to a point
-    strength: tuple[float, float] = (0.65, 1.0)  # fraction of ink/texture removed at the stroke centre
+    strength: tuple[float, float] = (0.4, 0.95)  # fraction of ink/texture removed at the stroke centre
     strength_wobble: float = 0.3  # relative variation of the strength along a stroke
-    patch_prob: float = 0.45  # chance of one small scuffed patch per image
-    patch_radius: tuple[float, float] = (6.0, 20.0)  # radius of a scuffed patch, px
+    patch_prob: float = 0.3  # chance of one small scuffed patch per image
+    patch_radius: tuple[float, float] = (4.0, 12.0)  # radius of a scuffed patch, px
     patch_strokes: tuple[int, int] = (6, 25)  # tiny strokes in a patch
     min_changed: int = 12  # a stroke that changes fewer pixels is re-drawn elsewhere
     max_tries: int = 12  # re-draws per stroke before giving up on it
     change_tol: int = 6  # a pixel counts as changed when it moved by more than this (0-255)
     mask_dilate: tuple[int, int] = (1, 2)  # dilation of the changed pixels into the mask, px
-    mask_close: int = 7  # closing diameter that bridges gaps within one scratch, px (0: off)
+    mask_close: int = 13  # closing diameter that bridges gaps within one scratch, px (0: off)
 
 
 @dataclass
@@ -51,11 +56,11 @@ class TextParams:
     upside_down_prob: float = 0.25  # chance a near-horizontal code is upside down
     upright_angle: float = 12.0  # max tilt of a near-upright code, degrees
     perspective: float = 0.08  # corner jitter of the code quad, fraction of its size
-    ink_quantiles: tuple[float, ...] = (22, 29, 44, 70, 101, 139, 150)  # ink gray level
-    paper: tuple[float, float] = (236.0, 290.0)  # paper level before lighting (clipped at 255)
-    paper_trace: tuple[float, float] = (0.0, 0.1)  # faint dulling of bare paper under a scratch
+    ink_quantiles: tuple[float, ...] = (18, 22, 36, 62, 93, 131, 145)  # ink gray level
+    paper: tuple[float, float] = (250.0, 340.0)  # paper level before lighting (clipped at 255)
+    paper_trace: tuple[float, float] = (0.0, 0.03)  # faint dulling of bare paper under a scratch
     ink_unevenness: float = 0.05  # relative variation of the print's opacity
-    lighting: tuple[float, float] = (0.0, 0.22)  # strength of the linear lighting gradient
+    lighting: tuple[float, float] = (0.0, 0.15)  # strength of the linear lighting gradient
     vignette: tuple[float, float] = (0.0, 0.12)  # darkening towards the corners
     dark_corner_prob: float = 0.5  # chance of a dark object filling one corner
     dark_corner_size: tuple[float, float] = (0.15, 0.45)  # its legs, fraction of the image side
@@ -67,6 +72,19 @@ class TextParams:
     blur_sigma: tuple[float, float] = (1.0, 2.4)  # out-of-focus blur, px
     sharp_sigma: tuple[float, float] = (0.35, 0.8)  # blur of an in-focus photo, px
     noise: tuple[float, float] = (1.0, 4.0)  # sensor noise std, gray levels
+    # domain randomisation
+    fonts: tuple[str, ...] = BOLD_FONTS  # font files (matplotlib's font folder, or paths), one per image
+    stroke_weight: tuple[float, float] = (-0.03, 0.05)  # print thinned (<0) / thickened, fraction of font size
+    glare_prob: float = 0.15  # chance of a specular glare spot washing out part of the label
+    glare: tuple[float, float] = (0.3, 0.8)  # its peak strength (fraction of the way to white)
+    glare_size: tuple[float, float] = (0.1, 0.35)  # its radius, fraction of the image diagonal
+    jpeg_prob: float = 0.5  # chance the photo was stored as JPEG (after the mask is taken)
+    jpeg_quality: tuple[int, int] = (60, 95)
+    # hard negatives: look a bit like damage, are not scratches, appear in good and bad images alike
+    dust: tuple[int, int] = (0, 6)  # dark specks of 1-3 px per image
+    fibres: tuple[int, int] = (0, 2)  # thin curved hairs / paper fibres per image
+    voids: tuple[int, int] = (0, 3)  # small print voids (ink missing from birth, round, 1-3 px) per image
+    label_edge_prob: float = 0.2  # chance the label's straight edge crosses the photo, background beyond
     scratch: ScratchParams = field(default_factory=ScratchParams)
 
 
@@ -99,7 +117,9 @@ class MetalParams:
             width_power=1.5,
             length=(0.1, 0.9),
             curvature=0.08,
+            strength=(0.65, 1.0),
             patch_prob=0.1,
+            patch_radius=(6.0, 20.0),
             mask_dilate=(1, 1),
             mask_close=0,
         )

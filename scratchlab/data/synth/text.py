@@ -1,8 +1,9 @@
-"""Photographed printed codes (``68P0``-style, bold sans) on a label, optionally with ink scraped off.
+"""Photographed printed codes (``68P0``-style, bold type) on a label, optionally with ink scraped off.
 
-The scene (paper, print, lighting, dark corner, stray marks, blur, sensor noise) is drawn once from
-its own random sub-streams; the clean and the scratched photo are composed from the same scene, so
-the mask is exactly the set of pixels the scratch changed.
+The scene (font and stroke weight, paper, print and its voids, lighting and glare, dark corner or label
+edge, stray marks, dust and fibres, blur, sensor noise) is drawn once from its own random sub-streams; the
+clean and the scratched photo are composed from the same scene, so the mask is exactly the set of pixels
+the scratch changed. JPEG storage, when drawn, comes after the mask is taken.
 """
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import math
 import string
 from dataclasses import dataclass
 from functools import lru_cache
+from pathlib import Path
 
 import cv2
 import matplotlib
@@ -19,14 +21,18 @@ from PIL import Image, ImageDraw, ImageFont
 from scratchlab.data.synth import appearance as app
 from scratchlab.data.synth.engine import SynthResult, finish, place_scratches, sample_quantiles, to_rgb
 from scratchlab.data.synth.params import TextParams
+from scratchlab.errors import ConfigError
 
-FONT_PATH = f"{matplotlib.get_data_path()}/fonts/ttf/DejaVuSans-Bold.ttf"
-_STREAMS = ("layout", "code", "paper", "ink", "light", "corner", "marks", "optics", "noise", "scratch")
+FONT_DIR = Path(matplotlib.get_data_path()) / "fonts" / "ttf"
+_STREAMS = ("layout", "code", "paper", "ink", "light", "corner", "marks", "optics", "noise", "jpeg", "scratch")
 
 
-@lru_cache(maxsize=256)
-def _font(size: int) -> ImageFont.FreeTypeFont:
-    return ImageFont.truetype(FONT_PATH, size)
+@lru_cache(maxsize=512)
+def _font(name: str, size: int) -> ImageFont.FreeTypeFont:
+    path = Path(name) if Path(name).is_absolute() else FONT_DIR / name
+    if not path.is_file():
+        raise ConfigError(f"font {name!r} not found; name a file in {FONT_DIR} or give an absolute path")
+    return ImageFont.truetype(str(path), size)
 
 
 def random_code(rng: np.random.Generator) -> str:
@@ -35,9 +41,9 @@ def random_code(rng: np.random.Generator) -> str:
     return f"{digits[0]}{digits[1]}{string.ascii_uppercase[rng.integers(26)]}{digits[2]}"
 
 
-def _code_layout(code: str, size: int, tracking: float) -> tuple[list[float], int, int, int]:
+def _code_layout(code: str, font_name: str, size: int, tracking: float) -> tuple[list[float], int, int, int]:
     """Character x positions, canvas width and height, and the glyph top offset of ``code``."""
-    font = _font(size)
+    font = _font(font_name, size)
     gap, x, xs = tracking * size, size / 4, []
     for c in code:
         xs.append(x)
@@ -46,14 +52,20 @@ def _code_layout(code: str, size: int, tracking: float) -> tuple[list[float], in
     return xs, int(x - gap + size / 4), bottom - top + size // 2, top
 
 
-def _code_coverage(code: str, size: int, tracking: float) -> np.ndarray:
-    """Anti-aliased ink coverage (float32 0-1) of ``code`` in the bold font, with a margin."""
-    xs, width, height, top = _code_layout(code, size, tracking)
+def _code_coverage(code: str, font_name: str, size: int, tracking: float, weight: float) -> np.ndarray:
+    """Anti-aliased ink coverage (float32 0-1) of ``code``, with a margin; ``weight`` (fraction of the font
+    size) thickens (> 0) or thins (< 0) the strokes."""
+    xs, width, height, top = _code_layout(code, font_name, size, tracking)
     img = Image.new("L", (width, height), 0)
     draw = ImageDraw.Draw(img)
     for c, x in zip(code, xs):
-        draw.text((x, size / 4 - top), c, font=_font(size), fill=255)
-    return np.asarray(img, np.float32) / 255.0
+        draw.text((x, size / 4 - top), c, font=_font(font_name, size), fill=255)
+    cov = np.asarray(img, np.float32) / 255.0
+    r = int(round(abs(weight) * size / 2))
+    if r >= 1:
+        kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1, 2 * r + 1))
+        cov = cv2.dilate(cov, kernel) if weight > 0 else cv2.erode(cov, kernel)
+    return cov
 
 
 def _low_freq(rng: np.random.Generator, shape: tuple[int, int], cell: float) -> np.ndarray:
@@ -89,9 +101,12 @@ class _Scene:
     ink_level: float
     marks: np.ndarray  # stray marks coverage 0-1
     mark_level: float
-    corner: np.ndarray  # dark object coverage 0-1
-    dark: np.ndarray  # dark object gray level
+    debris: np.ndarray  # dust and fibres coverage 0-1
+    debris_level: float
+    corner: np.ndarray  # dark object / background beyond the label edge, coverage 0-1
+    dark: np.ndarray  # its gray level
     light: np.ndarray  # multiplicative lighting
+    glare: np.ndarray  # specular glare, fraction of the way to white
     blur: float
     noise: np.ndarray
 
@@ -103,27 +118,31 @@ class _Scene:
         a = self.ink_cov * opacity
         g = paper * (1 - a) + self.ink_level * a
         g = g * (1 - self.marks) + self.mark_level * self.marks
+        g = g * (1 - self.debris) + self.debris_level * self.debris
         g = g * (1 - self.corner) + self.dark * self.corner
-        g = cv2.GaussianBlur(np.minimum(g * self.light, 255.0), (0, 0), self.blur)
-        return g + self.noise
+        g = g * self.light  # exposure: paper may lie above white; the sensor clips after blur and noise
+        g = g + self.glare * np.maximum(255.0 - g, 0.0)
+        return cv2.GaussianBlur(g, (0, 0), self.blur) + self.noise
 
 
 def _place_code(rng: np.random.Generator, shape: tuple[int, int], p: TextParams) -> np.ndarray:
     """Ink coverage of a random code, rotated, scaled and perspective-warped into the image."""
     h, w = shape
     code = random_code(rng)
+    font_name = str(p.fonts[int(rng.integers(len(p.fonts)))])
+    weight = rng.uniform(*p.stroke_weight)
     tracking = rng.uniform(0.0, 0.15)
     if w / h > p.wide_aspect or rng.uniform() < p.upright_prob:
         flip = 180 if rng.uniform() < p.upside_down_prob else 0
         theta = math.radians(rng.uniform(-p.upright_angle, p.upright_angle) + flip)
     else:
         theta = rng.uniform(0, 2 * math.pi)
-    _, pw, ph, _ = _code_layout(code, 100, tracking)
+    _, pw, ph, _ = _code_layout(code, font_name, 100, tracking)
     tw, th = pw / 100, ph / 100  # size per unit font size
     c, s = abs(math.cos(theta)), abs(math.sin(theta))
     fill = rng.uniform(*p.code_fill)
     size = int(max(8, min(w * fill / (c * tw + s * th), h * fill / (s * tw + c * th))))
-    cov = _code_coverage(code, size, tracking)
+    cov = _code_coverage(code, font_name, size, tracking, weight)
     ch, cw = cov.shape
     bw, bh = c * cw + s * ch, s * cw + c * ch
     cx = rng.uniform(min(bw / 2, w / 2), max(w - bw / 2, w / 2))
@@ -186,8 +205,83 @@ def _stray_marks(rng: np.random.Generator, shape: tuple[int, int], p: TextParams
     return canvas.astype(np.float32) / 255.0
 
 
-def _scene(streams: list[np.random.Generator], p: TextParams) -> _Scene:
-    layout, code_rng, paper_rng, ink_rng, light_rng, corner_rng, marks_rng, optics_rng, noise_rng = streams[:9]
+def _label_edge(rng: np.random.Generator, shape: tuple[int, int], p: TextParams, ink: np.ndarray) -> np.ndarray:
+    """Soft coverage of the background beyond the label's straight edge, near one side and off the print."""
+    h, w = shape
+    if rng.uniform() >= p.label_edge_prob:
+        return np.zeros(shape, np.float32)
+    side = int(rng.integers(4))
+    extent = (w if side < 2 else h) * rng.uniform(0.03, 0.15)
+    tilt = math.tan(math.radians(rng.uniform(-6, 6)))
+    y, x = np.mgrid[0:h, 0:w].astype(np.float32)
+    along, across = (y, x) if side < 2 else (x, y)
+    depth = across if side in (0, 2) else (w if side == 1 else h) - 1 - across
+    inside = (extent + tilt * (along - along.mean())) - depth
+    busy = (ink > 0.05).astype(np.float32)
+    if (busy * (inside > -2)).any():
+        return np.zeros(shape, np.float32)
+    return np.clip(inside / rng.uniform(0.6, 1.5) + 0.5, 0.0, 1.0).astype(np.float32)
+
+
+def _glare(rng: np.random.Generator, shape: tuple[int, int], p: TextParams) -> np.ndarray:
+    """A soft specular spot: fraction of the way to white (0 where there is none)."""
+    h, w = shape
+    if rng.uniform() >= p.glare_prob:
+        return np.zeros(shape, np.float32)
+    radius = rng.uniform(*p.glare_size) * math.hypot(h, w)
+    cx, cy = rng.uniform(0, w), rng.uniform(0, h)
+    y, x = np.mgrid[0:h, 0:w].astype(np.float32)
+    spot = np.exp(-((x - cx) ** 2 + ((y - cy) * rng.uniform(0.6, 1.6)) ** 2) / (2 * radius**2))
+    return (rng.uniform(*p.glare) * spot).astype(np.float32)
+
+
+def _debris(rng: np.random.Generator, shape: tuple[int, int], p: TextParams) -> np.ndarray:
+    """Coverage of dust specks (1-3 px blobs) and fibres (thin short curves) lying on the label."""
+    h, w = shape
+    canvas = np.zeros(shape, np.uint8)
+    for _ in range(int(rng.integers(p.dust[0], p.dust[1] + 1))):
+        centre = (int(rng.uniform(0, w)), int(rng.uniform(0, h)))
+        axes = (int(rng.integers(1, 3)), int(rng.integers(1, 3)))
+        cv2.ellipse(canvas, centre, axes, rng.uniform(0, 180), 0, 360, int(rng.uniform(120, 255)), -1, cv2.LINE_AA)
+    for _ in range(int(rng.integers(p.fibres[0], p.fibres[1] + 1))):
+        length = rng.uniform(10, 45)
+        phi = rng.uniform(0, math.pi)
+        t = np.linspace(0, 1, 16)[:, None]
+        start = np.array([rng.uniform(0, w), rng.uniform(0, h)])
+        bend = rng.normal(0, 0.25) * length * np.array([-math.sin(phi), math.cos(phi)])
+        pts = start + t * length * np.array([math.cos(phi), math.sin(phi)]) + 4 * t * (1 - t) * bend
+        cv2.polylines(canvas, [np.round(pts * 4).astype(np.int32)], False, int(rng.uniform(90, 200)), 1,
+                      cv2.LINE_AA, shift=2)
+    return canvas.astype(np.float32) / 255.0
+
+
+def _voids(rng: np.random.Generator, shape: tuple[int, int], p: TextParams, ink: np.ndarray) -> np.ndarray:
+    """Print voids: small round spots inside the strokes where no ink was laid down (0-1 per pixel)."""
+    out = np.zeros(shape, np.float32)
+    solid = np.flatnonzero(ink > 0.9)
+    if solid.size == 0:
+        return out
+    w = shape[1]
+    for _ in range(int(rng.integers(p.voids[0], p.voids[1] + 1))):
+        i = int(solid[rng.integers(solid.size)])
+        cv2.circle(out, (i % w, i // w), int(rng.integers(1, 4)), float(rng.uniform(0.5, 1.0)), -1, cv2.LINE_AA)
+    return out
+
+
+def jpeg(gray: np.ndarray, rng: np.random.Generator, p: TextParams) -> np.ndarray:
+    """The photo as stored: a JPEG round trip of the given chance and quality, else unchanged (uint8 gray)."""
+    u8 = np.clip(np.rint(gray), 0, 255).astype(np.uint8)
+    if rng.uniform() >= p.jpeg_prob:
+        return u8
+    quality = int(rng.integers(p.jpeg_quality[0], p.jpeg_quality[1] + 1))
+    ok, buf = cv2.imencode(".jpg", u8, [cv2.IMWRITE_JPEG_QUALITY, quality])
+    return cv2.imdecode(buf, cv2.IMREAD_GRAYSCALE)
+
+
+def _scene(streams: dict[str, np.random.Generator], p: TextParams) -> _Scene:
+    layout, code_rng, paper_rng, ink_rng = streams["layout"], streams["code"], streams["paper"], streams["ink"]
+    light_rng, corner_rng, marks_rng = streams["light"], streams["corner"], streams["marks"]
+    optics_rng, noise_rng = streams["optics"], streams["noise"]
     w = int(round(sample_quantiles(layout, p.width_quantiles)))
     h = int(round(sample_quantiles(layout, p.height_quantiles)))
     shape = (h, w)
@@ -198,27 +292,35 @@ def _scene(streams: list[np.random.Generator], p: TextParams) -> _Scene:
     paper = level + grain * (_low_freq(paper_rng, shape, 25) + paper_rng.standard_normal(shape, np.float32))
     ink_level = sample_quantiles(ink_rng, p.ink_quantiles)
     opacity = np.clip(1 - p.ink_unevenness * np.abs(_low_freq(ink_rng, shape, 8)), 0.5, 1.0)
+    opacity *= 1 - _voids(ink_rng, shape, p, ink_cov)
     light = _lighting(light_rng, shape, p.lighting, p.vignette)
-    corner = _dark_corner(corner_rng, shape, p, ink_cov)
+    glare = _glare(light_rng, shape, p)
+    corner = np.maximum(_dark_corner(corner_rng, shape, p, ink_cov), _label_edge(corner_rng, shape, p, ink_cov))
     dark = corner_rng.uniform(*p.dark_level) * (1 + 0.15 * _low_freq(corner_rng, shape, 30))
     marks = _stray_marks(marks_rng, shape, p) * (1 - ink_cov)
     mark_level = marks_rng.uniform(*p.stray_level)
+    debris = _debris(marks_rng, shape, p)
+    debris_level = marks_rng.uniform(20.0, 120.0)
     blurry = optics_rng.uniform() < p.blur_prob
     blur = optics_rng.uniform(*(p.blur_sigma if blurry else p.sharp_sigma))
     noise = noise_rng.standard_normal(shape, np.float32) * np.float32(noise_rng.uniform(*p.noise))
-    return _Scene(paper, trace, ink_cov, opacity, ink_level, marks, mark_level, corner, dark, light, blur, noise)
+    return _Scene(paper, trace, ink_cov, opacity, ink_level, marks, mark_level, debris, debris_level, corner, dark,
+                  light, glare, blur, noise)
 
 
 def render_text(seed: int, bad: bool, params: TextParams | None = None) -> SynthResult:
     """One printed-code photo; ``bad`` ones have ink scraped off, masked where the photo changed."""
     p = params or TextParams()
-    streams = [np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(len(_STREAMS))]
+    seeds = np.random.SeedSequence(seed).spawn(len(_STREAMS))
+    streams = {name: np.random.default_rng(s) for name, s in zip(_STREAMS, seeds)}
     scene = _scene(streams, p)
     clean = to_rgb(scene.compose(None))
     if not bad:
-        return SynthResult(clean, np.zeros(clean.shape[:2], np.uint8))
-    scratch_rng = streams[-1]
+        return SynthResult(to_rgb(jpeg(clean[:, :, 0], streams["jpeg"], p)), np.zeros(clean.shape[:2], np.uint8))
+    scratch_rng = streams["scratch"]
     contrast = scene.ink_cov * scene.opacity * np.maximum(scene.paper - scene.ink_level, 0) * scene.light
-    contrast *= 1 - scene.corner
+    contrast *= (1 - scene.corner) * (1 - scene.glare)
     damage = np.maximum.reduce(place_scratches(scratch_rng, clean.shape[:2], p.scratch, contrast))
-    return finish(clean, to_rgb(scene.compose(damage)), p.scratch, scratch_rng)
+    result = finish(clean, to_rgb(scene.compose(damage)), p.scratch, scratch_rng)
+    result.image = to_rgb(jpeg(result.image[:, :, 0], streams["jpeg"], p))
+    return result
