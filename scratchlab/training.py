@@ -18,6 +18,7 @@ from pytorch_lightning.loggers import MLFlowLogger
 from scratchlab.builders import build_datamodule, build_task, model_task
 from scratchlab.checkpoints import save_checkpoint
 from scratchlab.config import require_complete
+from scratchlab.evaluation.after_fit import check_choice, choose_after_fit
 from scratchlab.progress import console_callbacks
 from scratchlab.figures import training_curves_figure
 from scratchlab.resume import LAST_CHECKPOINT_TAG, Interrupted, ResumeState, resume_point, signals_interrupt
@@ -66,6 +67,7 @@ def run_training(cfg: DictConfig) -> dict[str, float]:
     ``ckpt_path=`` / ``resume=`` continue an interrupted run.
     """
     require_complete(cfg)
+    check_choice(cfg)
     pl.seed_everything(cfg.seed, workers=True)
     output_dir = Path(cfg.paths.output_dir)
     point = resume_point(cfg, MlflowClient(tracking_uri(cfg)))
@@ -102,6 +104,8 @@ def run_training(cfg: DictConfig) -> dict[str, float]:
         reload = best if task.needs_training else None
         if not task.needs_training:  # Lightning saves nothing here: the model as assembled is the checkpoint
             best = str(save_checkpoint(task, output_dir / "checkpoints" / "best.ckpt"))
+        if cfg.get("choose") and best and trainer.is_global_zero:
+            task.use_decision(choose_after_fit(cfg, best, run))
         if cfg.get("optimized_metric") and reload:  # sweeps compare models at their best checkpoint
             trainer.validate(task, datamodule=datamodule, ckpt_path=reload, verbose=False)
         metrics = _scalars(trainer, "val/")

@@ -30,7 +30,13 @@ from scratchlab.checkpoints import write_operating_point
 from scratchlab.config import require_complete
 from scratchlab.errors import ConfigError
 from scratchlab.evaluation.cache import ModelSource, Predictions, get_predictions
-from scratchlab.evaluation.operating_point import METHODS, choose_operating_point, decision_values, threshold_figure
+from scratchlab.evaluation.operating_point import (
+    METHODS,
+    choice_xlabel,
+    decision_values,
+    operating_point_on,
+    threshold_figure,
+)
 from scratchlab.postprocess import DecisionParams, given_overrides, resolve_decision
 from scratchlab.tracking import flatten_config, get_or_create_experiment, git_info, tracking_uri
 
@@ -338,21 +344,10 @@ def _evaluate_into(run_id: str, client: MlflowClient, cfg: DictConfig, target: T
         used.append(val)
         grid = list(cfg.choose_mask_thresholds) if cfg.get("choose_mask_thresholds") else None
         target_recall = cfg.decision.get("target_recall")
-        params, choice = choose_operating_point(val, params, str(cfg.choose), target_recall, grid)
-        if val.segmentation and params.min_area_ratio is None and float(params.min_area).is_integer():
-            params = DecisionParams(**{**asdict(params), "min_area": int(params.min_area)})
-        if choice.method == "target_recall" and not choice.target_met:
-            log.warning("no threshold reaches recall %.3f of bad on the validation split; the highest recall "
-                        "(%.3f) was taken", choice.target_recall, choice.recall)
-        chosen = {**decision_values(params, val.segmentation), "method": choice.method, "target_recall": choice.target_recall,
-                  "target_met": choice.target_met, "split": "val", "data": data_name,
-                  "val_precision_bad": choice.precision, "val_recall_bad": choice.recall, "val_f1_bad": choice.f1,
-                  "val_images": choice.curve.n_images, "val_bad_images": choice.curve.n_bad,
-                  "prediction_cache": val.meta.get("key"),
-                  "evaluation_run": run_id, "evaluated_run": parent.info.run_id if parent is not None else None}
-        xlabel = ("P(bad) threshold" if not val.segmentation else
-                  "min_area_ratio" if params.min_area_ratio is not None else
-                  f"min_area (original-image pixels) at mask_threshold={params.mask_threshold:g}")
+        params, choice, chosen = operating_point_on(val, params, str(cfg.choose), target_recall, grid)
+        chosen.update({"data": data_name, "evaluation_run": run_id,
+                       "evaluated_run": parent.info.run_id if parent is not None else None})
+        xlabel = choice_xlabel(params, val.segmentation)
         import matplotlib.pyplot as plt
 
         fig = threshold_figure(choice, xlabel, f"{model_name} on {data_name} (validation)")

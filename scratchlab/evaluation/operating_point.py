@@ -15,14 +15,17 @@ mapping of ``DecisionParams`` values plus notes), which every command applies ov
 """
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 import numpy as np
 
 from scratchlab.errors import ConfigError
 from scratchlab.postprocess import DecisionParams
+
+log = logging.getLogger(__name__)
 
 METHODS = ("target_recall", "best_f1")
 
@@ -147,6 +150,33 @@ def choose_operating_point(preds: Any, params: DecisionParams, method: str, targ
     if best is None:
         raise ConfigError("no validation image has scratch pixels at any of the mask thresholds tried")
     return best
+
+
+def operating_point_on(val: Any, params: DecisionParams, method: str, target_recall: float | None,
+                       mask_thresholds: Sequence[float] | None = None) -> tuple[DecisionParams, Choice, dict[str, Any]]:
+    """Choose on ``val`` (cached validation predictions): the new decision, the choice, and the operating
+    point to store (decision values, method, target, validation precision / recall / F1 and counts)."""
+    params, choice = choose_operating_point(val, params, method, target_recall, mask_thresholds)
+    if val.segmentation and params.min_area_ratio is None and float(params.min_area).is_integer():
+        params = DecisionParams(**{**asdict(params), "min_area": int(params.min_area)})
+    if choice.method == "target_recall" and not choice.target_met:
+        log.warning("no threshold reaches recall %.3f of bad on the validation split; the highest recall "
+                    "(%.3f) was taken", choice.target_recall, choice.recall)
+    point = {**decision_values(params, val.segmentation), "method": choice.method,
+             "target_recall": choice.target_recall, "target_met": choice.target_met, "split": "val",
+             "val_precision_bad": choice.precision, "val_recall_bad": choice.recall, "val_f1_bad": choice.f1,
+             "val_images": choice.curve.n_images, "val_bad_images": choice.curve.n_bad,
+             "prediction_cache": val.meta.get("key")}
+    return params, choice, point
+
+
+def choice_xlabel(params: DecisionParams, maps: bool) -> str:
+    """What the chosen threshold is a threshold of, for the operating-point figure."""
+    if not maps:
+        return "P(bad) threshold"
+    if params.min_area_ratio is not None:
+        return "min_area_ratio"
+    return f"min_area (original-image pixels) at mask_threshold={params.mask_threshold:g}"
 
 
 def decision_values(params: DecisionParams, maps: bool) -> dict[str, Any]:

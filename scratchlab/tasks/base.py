@@ -15,6 +15,7 @@ goes through two steps each task class defines once:
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
 from typing import Any, ClassVar, NamedTuple
 
 import numpy as np
@@ -121,6 +122,10 @@ class BaseTask(pl.LightningModule):
     @property
     def preprocess(self) -> Preprocess:
         return self.spec.preprocess
+
+    def use_decision(self, decision: DecisionParams) -> None:
+        """Judge with ``decision`` from now on (an operating point chosen after training)."""
+        self.spec = replace(self.spec, decision=decision)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint[KEY] = checkpoint_block(self.spec)

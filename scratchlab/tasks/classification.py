@@ -16,9 +16,9 @@ from scratchlab.checkpoints import ModelSpec
 from scratchlab.errors import ConfigError
 from scratchlab.models import build_model
 from scratchlab.task_metrics import ClassificationMetrics
-from scratchlab.postprocess import Verdict, verdict_from_class_probs
+from scratchlab.postprocess import DecisionParams, Verdict, verdict_from_class_probs
 from scratchlab.figures import classification_report, confusion_matrix_figure, precision_recall_figure
-from scratchlab.tasks.base import BaseTask, Raw, TrainCounts, gather_test_outputs
+from scratchlab.tasks.base import STAGES, BaseTask, Raw, TrainCounts, gather_test_outputs
 
 
 def logits_to_probs(logits: torch.Tensor) -> torch.Tensor:
@@ -58,6 +58,11 @@ class ClassificationTask(BaseTask):
         self.save_hyperparameters(ignore=["net", "loss", "optimizer", "scheduler", "spec"], logger=False)  # params: the flat config
         self.init_metrics(lambda stage: ClassificationMetrics(self.class_names, spec.decision.threshold))
         self.test_outputs: dict[str, list] = {}
+
+    def use_decision(self, decision: DecisionParams) -> None:
+        super().use_decision(decision)
+        for stage in STAGES:
+            self.stage_metrics(stage).threshold = decision.threshold
 
     @classmethod
     def from_config(cls, cfg: DictConfig, spec: ModelSpec, counts: TrainCounts,
