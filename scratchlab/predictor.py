@@ -313,7 +313,7 @@ class Predictor:
                         yield pred
 
     def _prediction(self, verdict: Verdict, size: tuple[int, int], path: str | None) -> Prediction:
-        options = {k: v for k, v in self.spec.options.items() if not isinstance(v, Mapping)}  # not a part's spec
+        options = {k: v for k, v in self.spec.options.items() if isinstance(v, (int, float, str))}  # not parts, flips
         thresholds: dict[str, Any] = {**asdict(self.decision), **options}
         details = verdict.details
         if details is not None:

@@ -6,6 +6,7 @@ chosen so that counting network pixels instead of original ones would flip a dec
 """
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import cv2
@@ -32,6 +33,8 @@ MODELS = {
     "cnn": ["model=cnn", "model.image_size=32"],
     "timm": ["model=mobilenetv2", "model.name=mobilenetv2_050", "model.image_size=48", "data.resize=letterbox"],
     "unet": ["model=unet", "model.encoder_name=resnet18", "model.image_size=64"],
+    "cnn_tta": ["model=cnn", "model.image_size=32", "model.tta=[hflip,vflip]"],
+    "unet_tta": ["model=unet", "model.encoder_name=resnet18", "model.image_size=64", "model.tta=[hflip,hvflip]"],
     # every detection kept, so that a one-batch Mask R-CNN still draws maps to judge
     "maskrcnn": ["model=maskrcnn", "model.min_size=64", "model.max_size=96", "model.score_threshold=0.0",
                  "model.box_score_thresh=0.0", "trainer.limit_train_batches=1"],
@@ -107,6 +110,16 @@ def _choose(task: pl.LightningModule, paths: list[str], maps: bool) -> dict[str,
     return params
 
 
+def _check_flips_apply(ckpt: Path, paths: list[str], override: str) -> None:
+    """The checkpoint records the flips of ``override``, and the same network without them scores otherwise."""
+    task, plain = load_task(ckpt), load_task(ckpt)
+    assert task.tta == tuple(override.split("=")[1].strip("[]").split(","))
+    plain.spec = replace(plain.spec, options={k: v for k, v in plain.spec.options.items() if k != "tta"})
+    images = [read_image(p) for p in paths]
+    scores = [[v.score for v in t.predict_images(images)] for t in (task, plain)]
+    assert not np.allclose(*scores, rtol=0, atol=1e-6), "the flips change the scores"
+
+
 def _agree(reference: dict[str, tuple[float, bool]], other: dict[str, tuple[float, bool]], tol: float,
            what: str) -> None:
     assert sorted(other) == sorted(reference), what
@@ -141,7 +154,9 @@ def test_every_path_judges_alike(setup: dict, name: str) -> None:
     dm.prepare_data()
     dm.setup("test")
     paths = [str(s.image) for s in dm.splits["test"]]
-    params = _choose(task, paths, maps=name in ("unet", "maskrcnn"))
+    params = _choose(task, paths, maps=task.localizes)
+    if name.endswith("_tta"):
+        _check_flips_apply(ckpt, paths, MODELS[name][-1])
     task.spec = task.spec.with_decision(DecisionParams.from_config({**run_cfg["decision"], **params}))
     reference = _test_step(task, overrides)
     assert len({bad for _, bad in reference.values()}) == 2, "both decisions occur"
@@ -153,30 +168,31 @@ def test_every_path_judges_alike(setup: dict, name: str) -> None:
 
 
 def test_two_stage_judges_alike(setup: dict) -> None:
-    """Also its own checkpoint (both networks, written by the run) and its two-input ONNX export."""
+    """Also its own checkpoint (both networks, written by the run) and its two-input ONNX export; both networks
+    average over their own flips."""
     root, ckpts = setup["root"], setup["ckpts"]
     overrides = setup["base"] + [f"hydra.run.dir={root}/two_stage", *MODELS["unet"]]
     dm = build_datamodule(compose("train", overrides))
     dm.prepare_data()
     dm.setup("test")
     paths = [str(s.image) for s in dm.splits["test"]]
-    scores = sorted(v.score for v in load_task(ckpts["cnn"]).predict_images([read_image(p) for p in paths]))
+    scores = sorted(v.score for v in load_task(ckpts["cnn_tta"]).predict_images([read_image(p) for p in paths]))
     gate = (scores[len(scores) // 2 - 1] + scores[len(scores) // 2]) / 2  # between two scores: some images pass
-    segmenter = load_task(ckpts["unet"])
+    segmenter = load_task(ckpts["unet_tta"])
     params = _choose(segmenter, paths, maps=True)
     decision = DecisionParams.from_config(params)
-    task = TwoStageTask.assemble(load_task(ckpts["cnn"]), segmenter, decision, gate)
+    task = TwoStageTask.assemble(load_task(ckpts["cnn_tta"]), segmenter, decision, gate)
     reference = _test_step(task, overrides)
     assert len({bad for _, bad in reference.values()}) == 2, "both decisions occur"
-    two_stage = [f"model.{k}={v}" for k, v in (("classifier_ckpt", ckpts["cnn"]), ("segmenter_ckpt", ckpts["unet"]),
-                                                ("gate_threshold", gate))]
+    two_stage = [f"model.{k}={v}" for k, v in (("classifier_ckpt", ckpts["cnn_tta"]),
+                                                ("segmenter_ckpt", ckpts["unet_tta"]), ("gate_threshold", gate))]
     run_training(compose("train", setup["base"] + [f"hydra.run.dir={root}/two_stage", "model=two_stage",
                                                    "model.image_size=64", "test_after_fit=false", *two_stage]))
     client = MlflowClient(f"sqlite:///{root}/mlruns/mlflow.db")
     [run] = client.search_runs([client.get_experiment_by_name("scratchlab").experiment_id],
                                "tags.task = 'two_stage'", max_results=1)
     _agree(reference, _evaluate(root, params, f"run_id={run.info.run_id}"), 1e-5, "scratchlab.evaluate")
-    predictor = Predictor.from_two_stage(ckpts["cnn"], ckpts["unet"], gate, params)
+    predictor = Predictor.from_two_stage(ckpts["cnn_tta"], ckpts["unet_tta"], gate, params)
     _agree(reference, _predictor(predictor, paths), 1e-5, "from_two_stage")
     own = Path(run.data.tags["best_checkpoint"])
     _agree(reference, _evaluate(root, params, f"ckpt={own}"), 1e-5, "scratchlab.evaluate of its checkpoint")

@@ -12,7 +12,7 @@ from scratchlab.errors import ScratchlabError
 from scratchlab.models.weights import apply_pretrained
 
 # Keys every model config may carry for the rest of the pipeline; passed on only if the factory takes them.
-_SHARED_KEYS = ("task", "name", "image_size", "resize", "score_threshold", "min_instance_area")
+_SHARED_KEYS = ("task", "name", "image_size", "resize", "score_threshold", "min_instance_area", "tta")
 
 
 def build_model(model_cfg: DictConfig, num_outputs: int) -> nn.Module:

@@ -29,6 +29,7 @@ from scratchlab.checkpoints import KEY, Checkpoint, ModelSpec, checkpoint_block
 from scratchlab.data.transforms import Preprocess, build_transform, content_box
 from scratchlab.errors import ConfigError
 from scratchlab.postprocess import DecisionParams, Verdict
+from scratchlab.tta import FlipAverage, flip_names, spec_flips, tta_options
 
 STAGES = ("train", "val", "test")
 Raw = dict[str, np.ndarray]
@@ -95,6 +96,8 @@ class BaseTask(pl.LightningModule):
     """True where ``loss.pos_weight=auto`` is fitted to the training split's scratch / background pixels."""
     one_image_per_forward: ClassVar[bool] = False
     """True where a network's output for one image depends on the others in its batch (Mask R-CNN)."""
+    takes_tta: ClassVar[bool] = True
+    """True where ``model.tta`` applies (``scratchlab.tta``): its flips go into the spec at ``build``."""
 
     @classmethod
     def loader_options(cls, cfg: DictConfig) -> dict[str, Any]:
@@ -123,6 +126,11 @@ class BaseTask(pl.LightningModule):
     def preprocess(self) -> Preprocess:
         return self.spec.preprocess
 
+    @property
+    def tta(self) -> tuple[str, ...]:
+        """The flips this model's outputs are averaged over (``scratchlab.tta``); none by default."""
+        return spec_flips(self.spec.options)
+
     def use_decision(self, decision: DecisionParams) -> None:
         """Judge with ``decision`` from now on (an operating point chosen after training)."""
         self.spec = replace(self.spec, decision=decision)
@@ -136,8 +144,12 @@ class BaseTask(pl.LightningModule):
     def build(cls, cfg: DictConfig, class_names: Sequence[str], counts: TrainCounts = TrainCounts()) -> BaseTask:
         """This task for run config ``cfg``: spec from its data, model and decision; optimizer and scheduler
         factories; the training split's ``counts`` resolve "auto" loss weights."""
+        flips = flip_names(cfg.model.get("tta"))
+        if flips and not cls.takes_tta:
+            raise ConfigError(f"model.tta does not apply to model.task={cls.name}; remove it")
         spec = ModelSpec(task=cls.name, class_names=tuple(class_names), preprocess=Preprocess.from_run_config(cfg),
-                         decision=DecisionParams.from_config(OmegaConf.to_container(cfg.decision, resolve=True)))
+                         decision=DecisionParams.from_config(OmegaConf.to_container(cfg.decision, resolve=True)),
+                         options=tta_options(flips))
         common = {"optimizer": instantiate(cfg.optimizer),
                   "scheduler": instantiate(cfg.scheduler) if cfg.get("scheduler") else None,
                   "config": OmegaConf.to_container(cfg, resolve=True)}
@@ -207,9 +219,15 @@ class BaseTask(pl.LightningModule):
         """Normalized (N, 3, H, W) input -> the raw outputs named in ``export_outputs``, batched."""
         raise NotImplementedError
 
+    def inference_network(self) -> nn.Module:
+        """``export_network`` averaged over this model's flips (``tta``): what ``raw_outputs`` and the exported
+        graph run."""
+        net = self.export_network()
+        return FlipAverage(net, self.tta, maps=self.localizes) if self.tta else net
+
     def export_module(self) -> nn.Module:
         """The exported graph: uint8 inputs (those of ``export_inputs``, in order) -> ``export_outputs``."""
-        return NormalizedInput(self.export_network(), self.preprocess.mean, self.preprocess.std)
+        return NormalizedInput(self.inference_network(), self.preprocess.mean, self.preprocess.std)
 
     @classmethod
     def export_geometry(cls, pre: Preprocess) -> list[Any]:

@@ -81,7 +81,7 @@ class ClassificationTask(BaseTask):
 
     def raw_outputs(self, x: torch.Tensor, content_sizes: Sequence[tuple[int, int]],
                     images: Sequence[np.ndarray] | None = None) -> list[Raw]:
-        return [{"probs": p} for p in logits_to_probs(self(x).float()).cpu().numpy()]
+        return [{"probs": p} for p in self.inference_network()(x).float().cpu().numpy()]
 
     @classmethod
     def judge(cls, raw: Mapping[str, np.ndarray], size: tuple[int, int], spec: ModelSpec) -> Verdict:
@@ -90,12 +90,20 @@ class ClassificationTask(BaseTask):
     def export_network(self) -> nn.Module:
         return ClassProbabilities(self.net)
 
-    def _step(self, batch: dict, stage: str) -> tuple[torch.Tensor, torch.Tensor]:
+    def loss_and_probs(self, batch: dict, stage: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """The training loss and (B, C) class probabilities of a batch; validation and test probabilities are
+        averaged over the model's flips (``tta``), as every inference path's are."""
         logits = self(batch["image"])
-        loss = self.loss(logits, batch["label"])
-        probs = logits_to_probs(logits.detach().float())
+        if self.tta and stage != "train":
+            probs = self.inference_network()(batch["image"]).float()
+        else:
+            probs = logits_to_probs(logits.detach().float())
+        return self.loss(logits, batch["label"]), probs
+
+    def _step(self, batch: dict, stage: str) -> tuple[torch.Tensor, torch.Tensor]:
+        loss, probs = self.loss_and_probs(batch, stage)
         self.stage_metrics(stage).update(probs, batch["label"])
-        self.log_loss(stage, loss, len(logits))
+        self.log_loss(stage, loss, len(probs))
         return loss, probs
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:

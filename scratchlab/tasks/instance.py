@@ -56,6 +56,7 @@ class InstanceSegmentationTask(SegmentationTask):
     pixel_weighted_loss = False
     progress_metrics = ("dice", "f1_bad", "map_segm")
     one_image_per_forward = True  # torchvision batches images padded to the largest: results would depend on it
+    takes_tta = False
     export_outputs = {"prob_map": {1: "height", 2: "width"}}
 
     def __init__(self, net: nn.Module, loss: nn.Module | None, optimizer: Callable, scheduler: Callable | None,
@@ -68,7 +69,7 @@ class InstanceSegmentationTask(SegmentationTask):
 
     @classmethod
     def loader_options(cls, cfg: DictConfig) -> dict[str, Any]:
-        return {"instance_min_area": int(cfg.model.min_instance_area)}
+        return {**super().loader_options(cfg), "instance_min_area": int(cfg.model.min_instance_area)}
 
     @classmethod
     def from_config(cls, cfg: DictConfig, spec: ModelSpec, counts: TrainCounts,

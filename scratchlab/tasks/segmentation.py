@@ -71,6 +71,11 @@ class SegmentationTask(BaseTask):
     progress_metrics = ("dice", "f1_bad")
     export_outputs = {"prob_map": {0: "batch", 1: "height", 2: "width"}}
 
+    @classmethod
+    def loader_options(cls, cfg: DictConfig) -> dict[str, Any]:
+        """Training images may be cropped (``augment=crops``): the loss is per pixel and a crop keeps the mask exact."""
+        return {"train_crops": True}
+
     def __init__(self, net: nn.Module, loss: nn.Module, optimizer: Callable, scheduler: Callable | None,
                  spec: ModelSpec, config: dict[str, Any] | None = None) -> None:
         super().__init__(net, loss, optimizer, scheduler, spec)
@@ -96,7 +101,7 @@ class SegmentationTask(BaseTask):
 
     def raw_outputs(self, x: torch.Tensor, content_sizes: Sequence[tuple[int, int]],
                     images: Sequence[np.ndarray] | None = None) -> list[Raw]:
-        return prob_maps(ScratchProbabilities(self.net)(x), content_sizes, self.pad_mode)
+        return prob_maps(self.inference_network()(x), content_sizes, self.pad_mode)
 
     def export_network(self) -> nn.Module:
         return ScratchProbabilities(self.net)

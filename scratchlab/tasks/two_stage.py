@@ -26,6 +26,7 @@ from scratchlab.errors import ConfigError
 from scratchlab.tasks.base import BaseTask, Raw, TrainCounts
 from scratchlab.tasks.classification import ClassificationTask
 from scratchlab.tasks.segmentation import SegmentationTask
+from scratchlab.tta import spec_flips, tta_options
 
 CLASSIFIER = "classifier"
 """Prefix of the classifier's parts: its raw outputs (``classifier_probs``), its exported input
@@ -66,6 +67,7 @@ class TwoStageTask(SegmentationTask):
     name = "two_stage"
     needs_training = False
     pixel_weighted_loss = False
+    takes_tta = False  # each network keeps the flips it was trained with
     export_outputs = {**SegmentationTask.export_outputs,
                       **{f"{CLASSIFIER}_{k}": v for k, v in ClassificationTask.export_outputs.items()}}
 
@@ -171,11 +173,12 @@ class TwoStageTask(SegmentationTask):
     def build_spec(cls, classifier: ModelSpec, segmenter: ModelSpec, decision: DecisionParams | None,
                    gate_threshold: float | None) -> ModelSpec:
         """The spec of ``classifier`` gating ``segmenter``: the segmenter's preprocessing and (by default)
-        rule; the gate threshold defaults to the classifier's threshold."""
+        rule and flips; the gate threshold defaults to the classifier's threshold."""
         gate = classifier.decision.threshold if gate_threshold is None else float(gate_threshold)
         return ModelSpec(task=cls.name, class_names=segmenter.class_names, preprocess=segmenter.preprocess,
                          decision=decision or segmenter.decision,
-                         options={"gate_threshold": gate, CLASSIFIER: classifier.to_dict()})
+                         options={"gate_threshold": gate, CLASSIFIER: classifier.to_dict(),
+                                  **tta_options(spec_flips(segmenter.options))})
 
     @classmethod
     def spec_from_config(cls, config: Mapping[str, Any]) -> tuple[ModelSpec, list[Checkpoint]]:
