@@ -11,7 +11,9 @@ from scratchlab.config import compose
 from scratchlab.data.transforms import Preprocess, build_transform
 from scratchlab.errors import ConfigError
 
-PRESETS = [p.stem for p in (Path(__file__).resolve().parent.parent / "conf" / "augment").glob("*.yaml")]
+CROP_PRESETS = {"crops"}  # segmenters only: they train on crops of the network input
+PRESETS = [p.stem for p in (Path(__file__).resolve().parent.parent / "conf" / "augment").glob("*.yaml")
+           if p.stem not in CROP_PRESETS]
 SIZES = [(120, 300), (300, 120), (57, 91)]  # (height, width): wide labels, tall ones, odd sizes
 
 
@@ -83,3 +85,25 @@ def test_framing_changes_and_coloured_borders_are_refused(node: dict, message: s
     with pytest.raises(ConfigError, match=f"data.augment.bad .*{message}"):
         build_transform(Preprocess(100), {"bad": node}, train=True)
     build_transform(Preprocess(100), {"bad": node}, train=False)  # evaluation never augments
+
+
+def test_segmenters_train_on_crops_that_keep_the_mask_exact(tmp_path: Path) -> None:
+    """augment=crops: 128x128 crops of the padded image, the mask cropped alike; small images padded black."""
+    node = preset(tmp_path, "crops")
+    with pytest.raises(ConfigError, match="segmenters may take crops"):
+        build_transform(Preprocess(None, resize="pad"), node, train=True)
+    build_transform(Preprocess(None, resize="pad"), node, train=True, crops=True)
+    pre = Preprocess(None, resize="pad")
+    train = build_transform(pre, {"crop": node["crop"]}, train=True, seed=0, crops=True)
+    middle = ((90 + 230) / 2 / 255 - pre.mean[0]) / pre.std[0]
+    rng = np.random.default_rng(1)
+    for height, width in SIZES:
+        image = np.full((height, width, 3), 90, np.uint8)
+        mask = (rng.random((height, width)) > 0.8).astype(np.uint8)
+        image[mask == 1] = 230
+        for _ in range(3):
+            out = train(image=image, mask=mask)
+            assert tuple(out["image"].shape) == (3, 128, 128) and tuple(out["mask"].shape) == (128, 128)
+            assert np.array_equal(out["mask"].numpy().astype(bool), out["image"][0].numpy() > middle)
+        if height < 128 or width < 128:  # padded with the preprocessing's black
+            assert (out["image"][0].numpy() < ((0.5 / 255 - pre.mean[0]) / pre.std[0])).any()

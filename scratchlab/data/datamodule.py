@@ -33,7 +33,7 @@ class ScratchDataModule(pl.LightningDataModule):
                  check: bool = True, seed: int = 0, synthetic_fraction: float = 0.0,
                  synthetic_appearance: str = "ink", synthetic_dir: str | Path | None = None,
                  cache_images: bool | str = "auto", cache_max_gb: float = 2.0,
-                 instance_min_area: int | None = None) -> None:
+                 instance_min_area: int | None = None, train_crops: bool = False) -> None:
         super().__init__()
         self.source = source
         self.preprocess = preprocess
@@ -49,6 +49,8 @@ class ScratchDataModule(pl.LightningDataModule):
         self.mask_threshold = mask_threshold
         self.instance_min_area = instance_min_area
         """Set for instance models: the loader workers build their Mask R-CNN targets."""
+        self.train_crops = train_crops
+        """True for models that learn from pixel masks: training augmentations may crop."""
         self.check = check
         self.seed = seed
         self.synthetic_fraction = float(synthetic_fraction or 0.0)
@@ -100,7 +102,7 @@ class ScratchDataModule(pl.LightningDataModule):
                 raise DataError(f"the {name} split is empty ({len(index.samples)} images in all); "
                                 f"add images or change data.split fractions")
             transform = build_transform(self.preprocess, self.augment, train=name == "train", seed=self.seed,
-                                        geometry=not cache)
+                                        geometry=not cache, crops=self.train_crops)
             if cache:
                 self.datasets[name] = CachedImageDataset(self.splits[name], transform, A.Compose(self.preprocess.geometry()),
                                                          self.mask_threshold, self.preprocess)

@@ -81,11 +81,12 @@ class Preprocess:
         return [A.Normalize(mean=self.mean, std=self.std), ToTensorV2()]
 
 
-def build_augmentations(augment: Mapping | None) -> list[A.BasicTransform]:
+def build_augmentations(augment: Mapping | None, crops: bool = False) -> list[A.BasicTransform]:
     """Instantiate the ``data.augment`` mapping (name -> albumentations ``_target_`` node), in order.
 
     They run on the network input (after resizing), so each must keep its size and all of its content:
-    crops and resizes are refused, and whatever fills borders (rotations, shifts) must fill with the
+    crops and resizes are refused (``crops``: crops are allowed, for models that learn from pixel masks, which
+    a crop keeps exact), and whatever fills borders (rotations, shifts, padded crops) must fill with the
     black (0) that letterbox / pad borders have, masks with 0 (no scratch)."""
     out = []
     for name, node in (augment or {}).items():
@@ -95,7 +96,7 @@ def build_augmentations(augment: Mapping | None) -> list[A.BasicTransform]:
             transform = instantiate(node, _convert_="all")
         except Exception as err:  # noqa: BLE001 - turned into one clear line
             raise ConfigError(f"data.augment.{name} cannot be built ({err}); check its _target_ and arguments") from err
-        _check_augmentation(name, transform)
+        _check_augmentation(name, transform, crops)
         out.append(transform)
     return out
 
@@ -104,13 +105,14 @@ _FRAMING = (BaseCrop, _BaseRandomSizedCrop, A.CropAndPad, A.Resize, A.LongestMax
             A.RandomScale, A.PadIfNeeded)
 
 
-def _check_augmentation(name: str, transform: A.BasicTransform) -> None:
+def _check_augmentation(name: str, transform: A.BasicTransform, crops: bool = False) -> None:
     """Refuse augmentations that change the framing the evaluation sees, or fill borders with another value."""
     kind = type(transform).__name__
-    if isinstance(transform, _FRAMING):
+    if isinstance(transform, _FRAMING) and not (crops and isinstance(transform, BaseCrop)):
         raise ConfigError(f"data.augment.{name} ({kind}) changes the image's size or cuts off its edges, where "
                           f"scratches may lie; augmentations run after resizing to the network input: remove it, "
-                          f"or use albumentations.Affine with scale <= 1 to vary the framing without losing content")
+                          f"or use albumentations.Affine with scale <= 1 to vary the framing without losing content "
+                          f"(segmenters may take crops, e.g. augment=crops)")
     if getattr(transform, "border_mode", cv2.BORDER_CONSTANT) != cv2.BORDER_CONSTANT:
         raise ConfigError(f"data.augment.{name} ({kind}) fills borders with border_mode={transform.border_mode}; "
                           f"use border_mode=0 (constant) so new borders are the black of the padding")
@@ -122,12 +124,13 @@ def _check_augmentation(name: str, transform: A.BasicTransform) -> None:
 
 
 def build_transform(pre: Preprocess, augment: Mapping | None = None, train: bool = False,
-                    seed: int | None = None, geometry: bool = True) -> A.Compose:
+                    seed: int | None = None, geometry: bool = True, crops: bool = False) -> A.Compose:
     """Geometry (resize / letterbox / pad) first, then the training augmentations at the network's input
     size, then normalization: training and evaluation frame every image the same way, and masks follow
     every step. Evaluation and prediction (``train=False``) get geometry and normalization only;
-    ``geometry=False`` leaves the geometry out, for images kept in memory already resized."""
-    steps = (pre.geometry() if geometry else []) + (build_augmentations(augment) if train else []) + pre.tail()
+    ``geometry=False`` leaves the geometry out, for images kept in memory already resized; ``crops`` allows crop
+    augmentations (models that learn from pixel masks)."""
+    steps = (pre.geometry() if geometry else []) + (build_augmentations(augment, crops) if train else []) + pre.tail()
     return A.Compose(steps, seed=seed)
 
 
