@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Collection, Mapping
+from pathlib import Path
 from typing import Any
+
+from torch import nn
 
 from scratchlab.errors import ConfigError
 
@@ -29,6 +32,25 @@ def apply_pretrained(cfg: dict[str, Any], accepted: Collection[str]) -> dict[str
         raise ConfigError(f"model={out.get('name', out.get('_target_'))} has no pretrained weights to load: set "
                           f"model.pretrained=false (random init), or model.weights_path=FILE where the model takes one")
     return out
+
+
+def is_checkpoint(weights_path: str | None) -> bool:
+    """Whether ``model.weights_path`` names a scratchlab checkpoint (``.ckpt``) rather than a plain weights file."""
+    return bool(weights_path) and str(weights_path).endswith(".ckpt")
+
+
+def load_checkpoint_weights(model: nn.Module, path: str | Path) -> None:
+    """Start ``model`` from the network of a scratchlab checkpoint (e.g. pre-trained on synthetic data, to
+    fine-tune on real images); the architecture must be the same. Read with ``weights_only=True``."""
+    from scratchlab.checkpoints import load_file
+
+    state = {k[len("net."):]: v for k, v in load_file(path)["state_dict"].items() if k.startswith("net.")}
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as err:
+        first = str(err).split("\n\t")[1] if "\n\t" in str(err) else str(err).splitlines()[0]
+        raise ConfigError(f"model.weights_path={path} holds another network than model= builds ({first.strip()}); "
+                          f"fine-tune with the model config the checkpoint was trained with") from None
 
 
 def weights_source(model_cfg: Mapping[str, Any]) -> str:
