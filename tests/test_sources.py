@@ -172,6 +172,9 @@ def test_magnetic_tile(tmp_path):
     multi = MagneticTileSource(tmp_path, task="multiclass").load()
     assert multi.class_names == MT_CLASSES and multi.counts()["Crack"] == 1
     assert _by_name(multi)["Uneven_0.jpg"].label == MT_CLASSES.index("Uneven")
+    cracks = MagneticTileSource(tmp_path, task="crack_vs_free").load()
+    assert cracks.class_names == BINARY_CLASSES and cracks.counts() == {"good": 2, "bad": 1}
+    assert {s.meta["defect"] for s in cracks.samples} == {"Free", "Crack"}
 
 
 def test_magnetic_tile_errors(tmp_path):

@@ -9,15 +9,17 @@ from scratchlab.errors import ConfigError, DataError
 
 MT_CLASSES = ["Free", "Blowhole", "Break", "Crack", "Fray", "Uneven"]
 """Label order of the ``multiclass`` task; Free (defect-free) is label 0, as good is in ``binary``."""
+TASKS = ("binary", "multiclass", "crack_vs_free")
 
 
 class MagneticTileSource:
-    """``binary``: Free = good (0), every defect class = bad (1); ``multiclass``: the six classes.
+    """``binary``: Free = good (0), every defect class = bad (1); ``multiclass``: the six classes;
+    ``crack_vs_free``: Free = good, Crack = bad (the scratch-like defect), the other classes left out.
     Bad images get their ``.png`` mask (soft edges, defect = value >= ``mask_threshold``)."""
 
     def __init__(self, root: str | Path, task: str = "binary", mask_threshold: int = 128) -> None:
-        if task not in ("binary", "multiclass"):
-            raise ConfigError(f"magnetic tile task {task!r} is unknown; use binary or multiclass")
+        if task not in TASKS:
+            raise ConfigError(f"magnetic tile task {task!r} is unknown; use one of {', '.join(TASKS)}")
         self.root = Path(root)
         self.task = task
         self.mask_threshold = mask_threshold
@@ -34,6 +36,8 @@ class MagneticTileSource:
             cls = folder.name[3:]
             if cls not in MT_CLASSES:
                 raise DataError(f"{folder} is no magnetic tile class; expected MT_ + one of {MT_CLASSES}")
+            if self.task == "crack_vs_free" and cls not in ("Free", "Crack"):
+                continue
             label = MT_CLASSES.index(cls) if self.task == "multiclass" else int(cls != "Free")
             files = list_images(folder / "Imgs")
             masks = {p.stem: p for p in files if p.suffix.lower() == ".png"}
