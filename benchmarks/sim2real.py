@@ -1,0 +1,99 @@
+"""Does synthetic metal teach what holds on real steel? Train on the built-in synthetic metal (data=metal_scratch)
+and test on real NEU scratches (against the other five NEU classes) and magnetic-tile cracks (against Free);
+then, on each real set, compare real-only training with synthetic pre-training + fine-tuning
+(model.weights_path=<the synthetic checkpoint>) and with synthetic scratches added to the real training split
+(data.synthetic_fraction, metal appearance). Every number is test AUROC on the same real test split.
+
+    python benchmarks/sim2real.py --neu ../shared/data/neu_det --magnetic-tile ../shared/data/magnetic_tile
+    python benchmarks/sim2real.py --neu PATH --only zero_shot --epochs 8 model=unet model.encoder_name=resnet18
+
+Any other argument is a Hydra override of every training (the model, for one). Prints one table row per
+(real set, regime) and ends with one line:
+
+    sim2real: <set>_<regime>_auroc=<value> ...
+
+Runs, data and logs go to a temporary folder, removed at the end (``--workdir`` to choose and keep one).
+"""
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from scratchlab.config import compose
+from scratchlab.evaluation.job import evaluate
+from scratchlab.training import run_training
+
+REGIMES = ("zero_shot", "real_only", "finetune", "synthetic_fraction")
+REAL_SETS = {"neu": ["data=neu", "data.task=scratch_vs_rest"], "magnetic_tile": ["data=magnetic_tile",
+                                                                                 "data.task=crack_vs_free"]}
+# Synthetic metal at the real sets' geometry: square images of about 200 px (NEU is 200x200).
+SYNTHETIC = ["data=metal_scratch", "data.source.params.width_quantiles=[180,190,195,200,205,210,220]",
+             "data.source.params.height_quantiles=[180,190,195,200,205,210,220]"]
+
+
+def _train(workdir: Path, name: str, overrides: list[str], epochs: int) -> tuple[dict, float, Path]:
+    """One scratchlab training; its metrics, wall seconds and best checkpoint."""
+    run_dir = workdir / "logs" / name
+    cfg = compose("train", [f"paths.root_dir={workdir}", f"hydra.run.dir={run_dir}", f"run_name={name}",
+                            "name=sim2real", f"trainer.max_epochs={epochs}", "callbacks.progress_bar.refresh_rate=0",
+                            *overrides])
+    start = time.perf_counter()
+    metrics = run_training(cfg)
+    return metrics, time.perf_counter() - start, run_dir / "checkpoints" / "best.ckpt"
+
+
+def _zero_shot(workdir: Path, ckpt: Path, real: list[str]) -> float:
+    """Test AUROC of the synthetic-trained checkpoint on the real set's test split."""
+    cfg = compose("evaluate", [f"paths.root_dir={workdir}", f"ckpt={ckpt}", "link_run=false", "log_predictions=never",
+                               "name=sim2real", *real])
+    return float(evaluate(cfg)["test/auroc"])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--neu", type=Path, help="NEU-DET folder (IMAGES/, ANNOTATIONS/)")
+    parser.add_argument("--magnetic-tile", type=Path, help="magnetic tile folder (MT_Free/, MT_Crack/, ...)")
+    parser.add_argument("--epochs", type=int, default=6, help="epochs of every training (default 6)")
+    parser.add_argument("--synthetic-count", type=int, default=3000, help="synthetic metal images (default 3000)")
+    parser.add_argument("--synthetic-fraction", type=float, default=0.5,
+                        help="data.synthetic_fraction of the mixed regime (default 0.5)")
+    parser.add_argument("--only", nargs="+", choices=REGIMES, default=list(REGIMES))
+    parser.add_argument("--workdir", type=Path, help="keep runs and data here (default: a temporary folder)")
+    args, overrides = parser.parse_known_args()
+    roots = {"neu": args.neu, "magnetic_tile": args.magnetic_tile}
+    sets = {name: REAL_SETS[name] + [f"data.root={root.resolve()}"] for name, root in roots.items() if root}
+    if not sets:
+        parser.error("give --neu and/or --magnetic-tile")
+    workdir = args.workdir or Path(tempfile.mkdtemp(prefix="sim2real-"))
+    rows: list[tuple[str, str, float, float]] = []
+    try:
+        need_synthetic = {"zero_shot", "finetune"} & set(args.only)
+        if need_synthetic:
+            _, seconds, synthetic_ckpt = _train(workdir, "synthetic", [*SYNTHETIC, f"data.source.count={args.synthetic_count}",
+                                                                      *overrides], args.epochs)
+            print(f"synthetic metal: {args.synthetic_count} images, {args.epochs} epochs, {seconds:.0f} s", flush=True)
+        for name, real in sets.items():
+            if "zero_shot" in args.only:
+                rows.append((name, "zero_shot", _zero_shot(workdir, synthetic_ckpt, real), 0.0))
+            runs = {"real_only": [], "finetune": [f"model.weights_path={synthetic_ckpt}"] if need_synthetic else None,
+                    "synthetic_fraction": [f"data.synthetic_fraction={args.synthetic_fraction}",
+                                           "data.synthetic_appearance=metal"]}
+            for regime, extra in runs.items():
+                if regime in args.only and extra is not None:
+                    metrics, seconds, _ = _train(workdir, f"{name}-{regime}", [*real, *extra, *overrides], args.epochs)
+                    rows.append((name, regime, float(metrics["test/auroc"]), seconds))
+            for row in rows:
+                if row[0] == name:
+                    print(f"{row[0]:>14} {row[1]:>18}  test AUROC {row[2]:.4f}  train {row[3]:.0f} s", flush=True)
+    finally:
+        if args.workdir is None:
+            shutil.rmtree(workdir, ignore_errors=True)
+    print("sim2real: " + " ".join(f"{s}_{r}_auroc={a:.4f}" for s, r, a, _ in rows))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
