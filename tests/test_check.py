@@ -185,6 +185,8 @@ def test_hydra_cli(tmp_path):
     assert (tmp_path / "out" / "check_grid.png").is_file() and (tmp_path / "out" / "check_report.txt").is_file()
     bad = cli(f"data.root={tmp_path / 'broken'}", "grid=null", "report=null")
     assert bad.returncode == 2 and "FATAL unreadable" in bad.stdout
+    stats = cli("data=folder", f"data.root={tmp_path / 'clean'}", "grid=null", "report=null", "statistics=50")
+    assert stats.returncode == 0 and "| mask_coverage |" in stats.stdout and "| width |" in stats.stdout
     missing = cli(f"data.root={tmp_path / 'nowhere'}", "grid=null", "report=null")
     assert missing.returncode == 2 and "nowhere" in missing.stderr and "Traceback" not in missing.stderr
 

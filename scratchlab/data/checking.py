@@ -302,5 +302,23 @@ def run_check(cfg: DictConfig) -> int:
         print(f"report: {cfg.report}")
     if cfg.get("grid") and index.samples:
         print(f"grid: {save_grid(index, cfg.grid)}")
+    if cfg.get("statistics") and index.samples:
+        print(appearance_table(index, int(cfg.statistics), int(cfg.data.get("mask_threshold", 128))))
     return report.exit_code(strict=bool(cfg.get("strict", False)))
+
+
+def appearance_table(index: SampleIndex, n: int, mask_threshold: int = 128, seed: int = 0) -> str:
+    """Appearance percentiles of up to ``n`` images (a seeded sample) beside the real printed-code set's, to
+    match the built-in generator (``data.source.params``) to your photos."""
+    from scratchlab.data.statistics import comparison_table, measure, percentiles
+
+    rng = np.random.default_rng(seed)
+    picked = [index.samples[i] for i in sorted(rng.permutation(len(index.samples))[:n])]
+
+    def pairs():
+        for s in picked:
+            yield read_image(s.image), (read_mask(s.mask, _threshold(s, mask_threshold)) if s.mask else None)
+
+    return (f"appearance of {len(picked)} images (left) and of real printed-code photos (right):\n"
+            + comparison_table(percentiles(measure(pairs()))))
 
