@@ -9,6 +9,9 @@ same data, model, batch, epochs and device; prints both figures and their ratio.
 (``--images`` of them, 80 % used for training), unless Hydra overrides name other data (``data=folder
 data.root=PATH``). On CUDA both sides train in fp16 (``16-mixed``) with pinned memory. Images/s counts
 training images from the end of the first epoch to the end of the last (validation included on both sides).
+``--repeats N`` runs the two sides N times, alternating (scratchlab, bare, scratchlab, ...), and reports the
+median of each side and the median of the N paired ratios: on a shared machine the load drifts, and the two
+runs of a pair, back to back, see about the same load.
 Data, runs and logs go to a temporary folder, removed at the end (``--workdir`` to keep one).
 """
 from __future__ import annotations
@@ -16,6 +19,7 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
+import statistics
 import sys
 import tempfile
 from pathlib import Path
@@ -44,11 +48,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--images", type=int, default=1500, help="size of the built-in data set")
     parser.add_argument("--workers", type=int, default=2, help="data loader workers of both sides")
     parser.add_argument("--threads", type=int, default=None, help="torch threads of both sides (default: torch's own)")
+    parser.add_argument("--repeats", type=int, default=1, help="alternating (scratchlab, bare) pairs (default 1)")
     parser.add_argument("--workdir", type=Path, default=None)
     parser.add_argument("overrides", nargs="*", help="more Hydra overrides of the scratchlab side")
     args = parser.parse_args(argv)
     if args.epochs < 2:
         parser.error("--epochs must be at least 2 (images/s is measured after the first epoch)")
+    if args.repeats < 1:
+        parser.error("--repeats must be at least 1")
     if args.threads:
         torch.set_num_threads(args.threads)
     os.environ.pop("MLFLOW_TRACKING_URI", None)
@@ -63,17 +70,24 @@ def main(argv: list[str] | None = None) -> None:
                  "data.split.train=0.8", "data.split.val=0.1", "data.split.test=0.1",
                  "callbacks.early_stopping=null", "loss.pos_weight=null", *args.overrides]
     workdir = (args.workdir or Path(tempfile.mkdtemp(prefix="scratchlab-throughput-"))).resolve()
+    pairs: list[tuple[float, float]] = []
     try:
-        sl = scratchlab_side("classify", overrides, workdir, 0, args.epochs)
-        bare = train_and_test("classify", bare_split(sl["cfg"], sl["split"]), sl["cfg"], 0, device=args.device)
+        for repeat in range(args.repeats):
+            sl = scratchlab_side("classify", overrides, workdir, 0, args.epochs)
+            bare = train_and_test("classify", bare_split(sl["cfg"], sl["split"]), sl["cfg"], 0, device=args.device)
+            pairs.append((sl["images_per_s"], bare.images_per_s))
+            if args.repeats > 1:
+                print(f"pair {repeat + 1}/{args.repeats}: scratchlab {pairs[-1][0]:.1f}, bare {pairs[-1][1]:.1f} "
+                      f"images/s, ratio {pairs[-1][0] / pairs[-1][1]:.3f}", flush=True)
     finally:
         if args.workdir is None:
             shutil.rmtree(workdir, ignore_errors=True)
     print(f"model {args.model} @ {args.image_size} px, batch {args.batch_size}, {args.device}, {args.workers} "
-          f"workers, {args.epochs} epochs of {int((sl['split'].split == 'train').sum())} training images")
-    print(f"bare loop:  {bare.images_per_s:8.1f} images/s")
-    print(f"scratchlab: {sl['images_per_s']:8.1f} images/s")
-    print(f"throughput: ratio={sl['images_per_s'] / bare.images_per_s:.3f} (scratchlab / bare)")
+          f"workers, {args.epochs} epochs of {int((sl['split'].split == 'train').sum())} training images, "
+          f"{args.repeats} pair(s)")
+    print(f"bare loop:  {statistics.median(b for _, b in pairs):8.1f} images/s (median)")
+    print(f"scratchlab: {statistics.median(s for s, _ in pairs):8.1f} images/s (median)")
+    print(f"throughput: ratio={statistics.median(s / b for s, b in pairs):.3f} (scratchlab / bare, median of pairs)")
 
 
 if __name__ == "__main__":
