@@ -20,7 +20,7 @@ def model_task(cfg: DictConfig) -> str:
     name = cfg.model.get("task") if cfg.get("model") is not None else None
     if not name:
         raise ConfigError("the model config has no task: add task: classification | segmentation | instance | "
-                          "two_stage to it (or pick a base: defaults: [timm] / [smp])")
+                          "two_stage | ensemble to it (or pick a base: defaults: [timm] / [smp])")
     task_class(str(name))
     return str(name)
 

@@ -71,7 +71,7 @@ class DataSchema:
 
 @dataclass
 class ModelSchema:
-    task: Literal["classification", "segmentation", "instance", "two_stage"] = limits()
+    task: Literal["classification", "segmentation", "instance", "two_stage", "ensemble"] = limits()
     image_size: int | None = limits(ge=8)
     dropout: float = limits(ge=0, le=1)
     resize: Literal["stretch", "letterbox", "pad"] | None = limits()

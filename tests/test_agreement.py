@@ -144,20 +144,20 @@ def _evaluate(root: Path, params: dict[str, float], *target: str) -> dict[str, t
     return {p: (v.score, v.is_bad) for p, v in zip(preds.paths, verdicts)}
 
 
-@pytest.mark.parametrize("name", list(MODELS))
-def test_every_path_judges_alike(setup: dict, name: str) -> None:
-    root, ckpt = setup["root"], setup["ckpts"][name]
-    run_cfg = read_checkpoint(ckpt).config
-    overrides = setup["base"] + [f"hydra.run.dir={root}/{name}", *MODELS[name]]
-    task = load_task(ckpt)
+def _test_paths(root: Path, overrides: list[str]) -> list[str]:
     dm = build_datamodule(compose("train", overrides))
     dm.prepare_data()
     dm.setup("test")
-    paths = [str(s.image) for s in dm.splits["test"]]
+    return [str(s.image) for s in dm.splits["test"]]
+
+
+def _every_path_agrees(root: Path, ckpt: Path, overrides: list[str], paths: list[str], name: str) -> None:
+    """Test step (the reference), ``scratchlab.evaluate``, ``from_checkpoint`` and ``from_exported`` of ``ckpt``
+    judge the test images alike, under decision values that split them."""
+    task = load_task(ckpt)
     params = _choose(task, paths, maps=task.localizes)
-    if name.endswith("_tta"):
-        _check_flips_apply(ckpt, paths, MODELS[name][-1])
-    task.spec = task.spec.with_decision(DecisionParams.from_config({**run_cfg["decision"], **params}))
+    task.spec = task.spec.with_decision(DecisionParams.from_config({**read_checkpoint(ckpt).config["decision"],
+                                                                    **params}))
     reference = _test_step(task, overrides)
     assert len({bad for _, bad in reference.values()}) == 2, "both decisions occur"
     _agree(reference, _evaluate(root, params, f"ckpt={ckpt}"), 1e-5, "scratchlab.evaluate")
@@ -165,6 +165,35 @@ def test_every_path_judges_alike(setup: dict, name: str) -> None:
     if Predictor.from_checkpoint(ckpt).task_class.export_outputs:
         exported = export_model(ckpt, root / f"{name}.onnx", "onnx", params)
         _agree(reference, _predictor(Predictor.from_exported(exported), paths), 1e-4, "from_exported")
+
+
+@pytest.mark.parametrize("name", list(MODELS))
+def test_every_path_judges_alike(setup: dict, name: str) -> None:
+    root, ckpt = setup["root"], setup["ckpts"][name]
+    overrides = setup["base"] + [f"hydra.run.dir={root}/{name}", *MODELS[name]]
+    paths = _test_paths(root, overrides)
+    if name.endswith("_tta"):
+        _check_flips_apply(ckpt, paths, MODELS[name][-1])
+    _every_path_agrees(root, ckpt, overrides, paths, name)
+
+
+@pytest.mark.parametrize("members, geometry", [(["cnn", "cnn_tta"], ["model.image_size=32", "data.resize=stretch"]),
+                                               (["unet", "unet_tta"], ["model.image_size=64", "data.resize=pad"])])
+def test_ensemble_judges_alike(setup: dict, members: list[str], geometry: list[str]) -> None:
+    """The run's one checkpoint averages its members' outputs, and every path judges with that average."""
+    root, ckpts = setup["root"], setup["ckpts"]
+    name = f"ensemble_{members[0]}"
+    overrides = setup["base"] + [f"hydra.run.dir={root}/{name}", "model=ensemble", *geometry,
+                                 f"model.members=[{','.join(str(ckpts[m]) for m in members)}]"]
+    run_training(compose("train", overrides))
+    ckpt = root / name / "checkpoints" / "best.ckpt"
+    paths = _test_paths(root, overrides)
+    images = [read_image(p) for p in paths]
+    ensemble, parts = load_task(ckpt), [load_task(ckpts[m]).predict_raw(images) for m in members]
+    key = "prob_map" if ensemble.localizes else "probs"
+    for raw, *own in zip(ensemble.predict_raw(images), *parts):
+        assert np.allclose(raw[key], np.mean([r[key] for r in own], axis=0), atol=1e-6)
+    _every_path_agrees(root, ckpt, overrides, paths, name)
 
 
 def test_two_stage_judges_alike(setup: dict) -> None:

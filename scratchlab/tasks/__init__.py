@@ -7,12 +7,14 @@ from __future__ import annotations
 from scratchlab.errors import ConfigError
 from scratchlab.tasks.base import BaseTask
 from scratchlab.tasks.classification import ClassificationTask
+from scratchlab.tasks.ensemble import ClassifierEnsemble, EnsembleTask, SegmenterEnsemble
 from scratchlab.tasks.instance import InstanceSegmentationTask
 from scratchlab.tasks.segmentation import SegmentationTask
 from scratchlab.tasks.two_stage import TwoStageTask
 
 TASK_CLASSES: dict[str, type[BaseTask]] = {
-    cls.name: cls for cls in (ClassificationTask, SegmentationTask, InstanceSegmentationTask, TwoStageTask)}
+    cls.name: cls for cls in (ClassificationTask, SegmentationTask, InstanceSegmentationTask, TwoStageTask,
+                              EnsembleTask, ClassifierEnsemble, SegmenterEnsemble)}
 
 
 def task_class(name: str) -> type[BaseTask]:

@@ -312,6 +312,13 @@ class BaseTask(pl.LightningModule):
                                                          "interval": "epoch"}}
 
 
+def component_block(task: BaseTask, prefix: str) -> dict[str, Any]:
+    """How a checkpoint describes one network of a model made of several (``Checkpoint.components``): its
+    spec, run config and class counts, and the ``prefix`` of its weights in the state dict."""
+    return {"spec": task.spec.to_dict(), "config": task.hparams.get("config"),
+            "class_counts": task.hparams.get("class_counts"), "prefix": prefix}
+
+
 def gather_test_outputs(task: pl.LightningModule, outputs: dict[str, list]) -> dict[str, list]:
     """Under DDP every process saw a share of the test split: return all shares (on every process)."""
     if task.trainer.world_size == 1:

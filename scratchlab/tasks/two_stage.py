@@ -23,7 +23,7 @@ from scratchlab.data.io import read_image
 from scratchlab.data.transforms import Preprocess
 from scratchlab.postprocess import DecisionParams, Verdict
 from scratchlab.errors import ConfigError
-from scratchlab.tasks.base import BaseTask, Raw, TrainCounts
+from scratchlab.tasks.base import BaseTask, Raw, TrainCounts, component_block
 from scratchlab.tasks.classification import ClassificationTask
 from scratchlab.tasks.segmentation import SegmentationTask
 from scratchlab.tta import spec_flips, tta_options
@@ -122,8 +122,7 @@ class TwoStageTask(SegmentationTask):
         """The block also describes both networks, so the checkpoint alone rebuilds the model."""
         super().on_save_checkpoint(checkpoint)
         checkpoint[KEY]["components"] = {
-            "classifier": {"spec": self.classifier.spec.to_dict(), "config": self.classifier.hparams.get("config"),
-                           "class_counts": self.classifier.hparams.get("class_counts"), "prefix": f"{CLASSIFIER}."},
+            "classifier": component_block(self.classifier, f"{CLASSIFIER}."),
             "segmenter": {**self.segmenter_parts, "prefix": ""}}
 
     # -- the one inference path ------------------------------------------------------------------------------
