@@ -68,7 +68,7 @@ def _assert_annotations_cover_mask(result: SynthResult) -> None:
 
 @pytest.mark.parametrize("kind", ["text", "metal"])
 def test_render_masks_exactly_the_change(kind: str) -> None:
-    params = dataclasses.replace(TextParams(), jpeg_prob=0.0) if kind == "text" else MetalParams()
+    params = dataclasses.replace(TextParams() if kind == "text" else MetalParams(), jpeg_prob=0.0)
     for seed in range(12):  # lossless storage: JPEG's own change is tested in test_data_statistics
         good, bad = (RENDERERS[kind](seed, b, params) for b in (False, True))
         assert good.image.shape == bad.image.shape and good.image.dtype == np.uint8 and good.image.shape[2] == 3

@@ -41,6 +41,17 @@ def to_rgb(gray: np.ndarray) -> np.ndarray:
     return np.repeat(u8[:, :, None], 3, axis=2)
 
 
+def stored_as_jpeg(gray: np.ndarray, rng: np.random.Generator, prob: float, quality: tuple[int, int]) -> np.ndarray:
+    """The photo as stored (uint8 gray): a JPEG round trip with chance ``prob`` at a quality drawn from
+    ``quality``, else the photo rounded. Applied after the mask is taken, so masks stay exact."""
+    u8 = np.clip(np.rint(gray), 0, 255).astype(np.uint8)
+    if rng.uniform() >= prob:
+        return u8
+    level = int(rng.integers(quality[0], quality[1] + 1))
+    _, buf = cv2.imencode(".jpg", u8, [cv2.IMWRITE_JPEG_QUALITY, level])
+    return cv2.imdecode(buf, cv2.IMREAD_GRAYSCALE)
+
+
 def place_scratches(
     rng: np.random.Generator,
     shape: tuple[int, int],

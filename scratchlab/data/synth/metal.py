@@ -1,20 +1,30 @@
-"""Synthetic rolled-steel surfaces, optionally scratched (bright specular lines or dark grooves).
+"""Synthetic rolled-steel surfaces, optionally scratched (bright specular lines, dark grooves or meandering
+cracks, sometimes with a wide glint band).
 
 As for printed codes, the surface is drawn once from its own random sub-streams and the clean and
-the scratched photo are composed from it, so the mask is exactly the set of pixels that changed.
+the scratched photo are composed from it, so the mask is exactly the set of pixels that changed. Hard
+negatives (pits, inclusions, mill scale), the camera's response (gamma) and JPEG storage vary the domain.
 """
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import cv2
 import numpy as np
 
 from scratchlab.data.synth import appearance as app
-from scratchlab.data.synth.engine import SynthResult, finish, place_scratches, sample_quantiles, to_rgb
+from scratchlab.data.synth.engine import (
+    SynthResult,
+    finish,
+    place_scratches,
+    sample_quantiles,
+    stored_as_jpeg,
+    to_rgb,
+)
 from scratchlab.data.synth.params import MetalParams
 
-_STREAMS = ("layout", "texture", "scale", "light", "optics", "noise", "scratch")
+_STREAMS = ("layout", "texture", "scale", "light", "optics", "noise", "scratch", "negatives", "jpeg")
 
 
 def _streaks(rng: np.random.Generator, shape: tuple[int, int], length: float, across: float) -> np.ndarray:
@@ -53,6 +63,21 @@ def _mill_scale(rng: np.random.Generator, shape: tuple[int, int], p: MetalParams
     return out
 
 
+def _pits_and_inclusions(rng: np.random.Generator, shape: tuple[int, int], p: MetalParams) -> np.ndarray:
+    """Dark gray-level offsets of pits (1-2 px dots) and inclusions (short dark streaks along the rolling
+    axis, x): defects that are not scratches."""
+    h, w = shape
+    canvas = np.zeros(shape, np.float32)
+    for _ in range(int(rng.integers(p.pits[0], p.pits[1] + 1))):
+        centre = (int(rng.uniform(0, w)), int(rng.uniform(0, h)))
+        cv2.circle(canvas, centre, int(rng.integers(1, 3)), float(rng.uniform(15, 50)), -1, cv2.LINE_AA)
+    for _ in range(int(rng.integers(p.inclusions[0], p.inclusions[1] + 1))):
+        centre = (int(rng.uniform(0, w)), int(rng.uniform(0, h)))
+        axes = (int(rng.uniform(4, 18)), int(rng.integers(1, 3)))
+        cv2.ellipse(canvas, centre, axes, rng.normal(0, 4), 0, 360, float(rng.uniform(20, 60)), -1, cv2.LINE_AA)
+    return -cv2.GaussianBlur(canvas, (0, 0), 0.7)
+
+
 def _orient(a: np.ndarray, vertical: bool, angle: float) -> np.ndarray:
     """Turn an along-x field so that rolling runs vertically and/or a few degrees off axis."""
     h, w = a.shape
@@ -65,7 +90,7 @@ def _orient(a: np.ndarray, vertical: bool, angle: float) -> np.ndarray:
 def render_metal(seed: int, bad: bool, params: MetalParams | None = None) -> SynthResult:
     """One rolled-steel photo; ``bad`` ones get scratches, masked where the photo changed."""
     p = params or MetalParams()
-    layout, tex_rng, scale_rng, light_rng, optics_rng, noise_rng, scratch_rng = (
+    layout, tex_rng, scale_rng, light_rng, optics_rng, noise_rng, scratch_rng, neg_rng, jpeg_rng = (
         np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(len(_STREAMS))
     )
     w = int(round(sample_quantiles(layout, p.width_quantiles)))
@@ -75,6 +100,7 @@ def render_metal(seed: int, bad: bool, params: MetalParams | None = None) -> Syn
     work = (w, h) if vertical else (h, w)  # fields are drawn with rolling along x, then oriented
     relief = _orient(_relief(tex_rng, work, p), vertical, tilt)
     surface = tex_rng.uniform(*p.base) + relief + _orient(_mill_scale(scale_rng, work, p), vertical, tilt)
+    surface = surface + _orient(_pits_and_inclusions(neg_rng, work, p), vertical, tilt)
     x = np.arange(w, dtype=np.float32) / max(w - 1, 1)
     y = np.arange(h, dtype=np.float32)[:, None] / max(h - 1, 1)
     phi = light_rng.uniform(0, 2 * math.pi)
@@ -83,13 +109,18 @@ def render_metal(seed: int, bad: bool, params: MetalParams | None = None) -> Syn
     blurry = optics_rng.uniform() < p.blur_prob
     blur = optics_rng.uniform(*(p.blur_sigma if blurry else p.sharp_sigma))
     noise = noise_rng.standard_normal((h, w), np.float32) * np.float32(noise_rng.uniform(*p.noise))
+    gamma = optics_rng.uniform(*p.gamma)
 
     def photo(g: np.ndarray) -> np.ndarray:
-        return cv2.GaussianBlur(np.clip(g * light, 0, 255), (0, 0), blur) + noise
+        exposed = 255.0 * (np.clip(g * light, 0, 255) / 255.0) ** gamma
+        return cv2.GaussianBlur(exposed.astype(np.float32), (0, 0), blur) + noise
+
+    def stored(image: np.ndarray) -> np.ndarray:
+        return to_rgb(stored_as_jpeg(image[:, :, 0], jpeg_rng, p.jpeg_prob, p.jpeg_quality))
 
     clean = to_rgb(photo(surface))
     if not bad:
-        return SynthResult(clean, np.zeros((h, w), np.uint8))
+        return SynthResult(stored(clean), np.zeros((h, w), np.uint8))
     roll = math.pi / 2 if vertical else 0.0
     roll -= math.radians(tilt) * (-1 if vertical else 1)
 
@@ -100,9 +131,19 @@ def render_metal(seed: int, bad: bool, params: MetalParams | None = None) -> Syn
 
     contrast = float(scratch_rng.uniform(*p.contrast))
     texture = relief / max(float(relief.std()), 1e-6)
-    maps = place_scratches(scratch_rng, (h, w), p.scratch, np.full((h, w), contrast, np.float32), angle)
+    cracks = bool(scratch_rng.uniform() < p.crack_prob)
+    shape = replace(p.scratch, curvature=0.3, jitter=2.0, width=(1.0, 2.5)) if cracks else p.scratch
+    sensitivity = np.full((h, w), contrast, np.float32)
+    maps = place_scratches(scratch_rng, (h, w), shape, sensitivity, angle)
     scratched = surface
     for damage in maps:
-        bright = bool(scratch_rng.uniform() < p.bright_prob)
+        bright = not cracks and bool(scratch_rng.uniform() < p.bright_prob)
         scratched = app.metal_scratch(scratched, damage, texture, contrast, bright)
-    return finish(clean, to_rgb(photo(scratched)), p.scratch, scratch_rng)
+    if scratch_rng.uniform() < p.band_prob:  # a wide soft glint, as where a scratch's flank catches the light
+        band = replace(p.scratch, count=(1, 1), width=p.band_width, curvature=0.02, taper=0.05, patch_prob=0.0)
+        damage = place_scratches(scratch_rng, (h, w), band, sensitivity, angle)[0]
+        damage = cv2.GaussianBlur(damage, (0, 0), float(scratch_rng.uniform(1.5, 3.5)))
+        scratched = app.metal_scratch(scratched, damage * 0.7, texture, contrast, True)
+    result = finish(clean, to_rgb(photo(scratched)), p.scratch, scratch_rng)
+    result.image = stored(result.image)
+    return result

@@ -94,7 +94,7 @@ class MetalParams:
 
     width_quantiles: tuple[float, ...] = (150, 177, 273, 290, 312, 329, 345)  # image width, px
     height_quantiles: tuple[float, ...] = (88, 98, 113, 125, 170, 300, 320)  # image height, px
-    base: tuple[float, float] = (70.0, 175.0)  # mean gray level
+    base: tuple[float, float] = (35.0, 185.0)  # mean gray level
     streaks: tuple[float, float] = (4.0, 16.0)  # amplitude of the rolling streaks, gray levels
     streak_length: tuple[float, float] = (12.0, 60.0)  # correlation length along the rolling axis, px
     roll_angle: float = 4.0  # max deviation of the rolling axis from horizontal/vertical, degrees
@@ -108,14 +108,23 @@ class MetalParams:
     noise: tuple[float, float] = (1.0, 3.5)  # sensor noise std, gray levels
     along_grain_prob: float = 0.5  # chance a scratch follows the rolling direction (+-10 degrees)
     bright_prob: float = 0.5  # chance a scratch is a bright specular line (else a dark groove)
-    contrast: tuple[float, float] = (25.0, 80.0)  # scratch contrast, gray levels
+    contrast: tuple[float, float] = (12.0, 80.0)  # scratch contrast, gray levels
+    band_prob: float = 0.15  # chance a bad image also gets a wide soft glint band along a scratch
+    band_width: tuple[float, float] = (5.0, 14.0)  # its width, px
+    crack_prob: float = 0.25  # chance a bad image's grooves are meandering dark cracks instead
+    # domain randomisation and hard negatives (in good and bad images alike)
+    gamma: tuple[float, float] = (0.7, 1.4)  # camera response exponent
+    pits: tuple[int, int] = (0, 10)  # small dark pits (1-2 px) per image
+    inclusions: tuple[int, int] = (0, 2)  # short dark inclusions elongated along the rolling axis
+    jpeg_prob: float = 0.5  # chance the photo was stored as JPEG (after the mask is taken)
+    jpeg_quality: tuple[int, int] = (60, 95)
     scratch: ScratchParams = field(
         default_factory=lambda: ScratchParams(
             count=(1, 5),
             count_p=0.5,
             width=(1.0, 4.0),
             width_power=1.5,
-            length=(0.1, 0.9),
+            length=(0.1, 1.0),
             curvature=0.08,
             strength=(0.65, 1.0),
             patch_prob=0.1,

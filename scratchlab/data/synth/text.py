@@ -19,7 +19,14 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from scratchlab.data.synth import appearance as app
-from scratchlab.data.synth.engine import SynthResult, finish, place_scratches, sample_quantiles, to_rgb
+from scratchlab.data.synth.engine import (
+    SynthResult,
+    finish,
+    place_scratches,
+    sample_quantiles,
+    stored_as_jpeg,
+    to_rgb,
+)
 from scratchlab.data.synth.params import TextParams
 from scratchlab.errors import ConfigError
 
@@ -268,16 +275,6 @@ def _voids(rng: np.random.Generator, shape: tuple[int, int], p: TextParams, ink:
     return out
 
 
-def jpeg(gray: np.ndarray, rng: np.random.Generator, p: TextParams) -> np.ndarray:
-    """The photo as stored: a JPEG round trip of the given chance and quality, else unchanged (uint8 gray)."""
-    u8 = np.clip(np.rint(gray), 0, 255).astype(np.uint8)
-    if rng.uniform() >= p.jpeg_prob:
-        return u8
-    quality = int(rng.integers(p.jpeg_quality[0], p.jpeg_quality[1] + 1))
-    ok, buf = cv2.imencode(".jpg", u8, [cv2.IMWRITE_JPEG_QUALITY, quality])
-    return cv2.imdecode(buf, cv2.IMREAD_GRAYSCALE)
-
-
 def _scene(streams: dict[str, np.random.Generator], p: TextParams) -> _Scene:
     layout, code_rng, paper_rng, ink_rng = streams["layout"], streams["code"], streams["paper"], streams["ink"]
     light_rng, corner_rng, marks_rng = streams["light"], streams["corner"], streams["marks"]
@@ -316,11 +313,12 @@ def render_text(seed: int, bad: bool, params: TextParams | None = None) -> Synth
     scene = _scene(streams, p)
     clean = to_rgb(scene.compose(None))
     if not bad:
-        return SynthResult(to_rgb(jpeg(clean[:, :, 0], streams["jpeg"], p)), np.zeros(clean.shape[:2], np.uint8))
+        stored = stored_as_jpeg(clean[:, :, 0], streams["jpeg"], p.jpeg_prob, p.jpeg_quality)
+        return SynthResult(to_rgb(stored), np.zeros(clean.shape[:2], np.uint8))
     scratch_rng = streams["scratch"]
     contrast = scene.ink_cov * scene.opacity * np.maximum(scene.paper - scene.ink_level, 0) * scene.light
     contrast *= (1 - scene.corner) * (1 - scene.glare)
     damage = np.maximum.reduce(place_scratches(scratch_rng, clean.shape[:2], p.scratch, contrast))
     result = finish(clean, to_rgb(scene.compose(damage)), p.scratch, scratch_rng)
-    result.image = to_rgb(jpeg(result.image[:, :, 0], streams["jpeg"], p))
+    result.image = to_rgb(stored_as_jpeg(result.image[:, :, 0], streams["jpeg"], p.jpeg_prob, p.jpeg_quality))
     return result
