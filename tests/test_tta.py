@@ -36,7 +36,8 @@ def test_flips_average_exactly(tmp_path: Path, model: str) -> None:
             return np.stack([r[key] for r in task.raw_outputs(inputs, sizes)])
 
     # maps come back to the input's orientation (numpy axes 1, 2 are H, W); class probabilities are averaged as is
-    back = {(): lambda a: a, (3,): lambda a: a[:, :, ::-1], (2,): lambda a: a[:, ::-1], (2, 3): lambda a: a[:, ::-1, ::-1]}
+    back = {(): lambda a: a, (3,): lambda a: a[:, :, ::-1], (2,): lambda a: a[:, ::-1],
+            (2, 3): lambda a: a[:, ::-1, ::-1]}
     expected = np.mean([back[dims](outputs(plain, torch.flip(x, dims))) if plain.localizes
                         else outputs(plain, torch.flip(x, dims)) for dims in back], axis=0)
     got = outputs(tta, x)
