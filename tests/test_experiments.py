@@ -21,6 +21,7 @@ EXPERIMENTS = sorted(p.stem for p in (PROJECT_DIR / "experiments").glob("*.yaml"
 DATA_CONFIGS = sorted(p.stem for p in (CONFIG_DIR / "data").glob("*.yaml") if p.stem != "base")  # base: not a data set
 # Keys every data config shares (conf/data/base.yaml); an experiment may set only these under data:.
 SHARED_DATA_KEYS = set(yaml.safe_load((CONFIG_DIR / "data" / "base.yaml").read_text())) - {"name", "source"}
+SHARED_DATA_KEYS.add("augment")  # the augment group's package: every data config has it
 PRETRAINED = {"convnext_tiny", "vit_base", "resnet50", "mobilenetv2_neu", "unet_effb0", "unet_effb5", "maskrcnn"}
 
 
@@ -37,7 +38,7 @@ def _compose(tmp_path: Path, *overrides: str):
 def test_experiment_composes(tmp_path: Path, name: str, profile: str | None) -> None:
     overrides = [f"experiment={name}"] + (["data.root=/data/neu"] if name.endswith("_neu") else [])
     cfg = _compose(tmp_path, *overrides, *([f"profile={profile}"] if profile else []))
-    assert cfg.name == "reproduce" and cfg.tags.study == "reproduce" and cfg.tags.row
+    assert cfg.name in ("reproduce", "recipes") and cfg.tags.study == cfg.name and cfg.tags.row  # or recipes beating them
     assert not OmegaConf.missing_keys(cfg)
     for key, value in cfg.reported.items():
         assert key.split("/")[0] in ("val", "test") and 0 <= value <= 1
