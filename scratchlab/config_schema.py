@@ -63,6 +63,7 @@ class DataSchema:
     cache_images: bool | Literal["auto"] = limits()
     cache_max_gb: float = limits(ge=0)
     mask_threshold: int = limits(ge=0, le=255)
+    crop_size: int = limits(ge=8)
     check: bool = limits()
     resize: Literal["stretch", "letterbox", "pad"] = limits()
     synthetic_fraction: float = limits(ge=0)

@@ -78,6 +78,8 @@ def test_rotation_fills_with_the_padding_black_and_the_mask_follows(tmp_path: Pa
 @pytest.mark.parametrize("node, message", [
     ({"_target_": "albumentations.RandomResizedCrop", "size": [100, 100], "scale": [0.8, 1.0]}, "cuts off"),
     ({"_target_": "albumentations.RandomCrop", "height": 50, "width": 50}, "cuts off"),
+    ({"_target_": "albumentations.OneOf", "transforms": [{"_target_": "albumentations.RandomCrop", "height": 50,
+                                                          "width": 50}]}, "cuts off"),
     ({"_target_": "albumentations.Rotate", "limit": 10, "border_mode": 4}, "border_mode=0"),
     ({"_target_": "albumentations.Affine", "rotate": 10, "fill": 128}, "fill=0"),
 ])
@@ -94,7 +96,7 @@ def test_segmenters_train_on_crops_that_keep_the_mask_exact(tmp_path: Path) -> N
         build_transform(Preprocess(None, resize="pad"), node, train=True)
     build_transform(Preprocess(None, resize="pad"), node, train=True, crops=True)
     pre = Preprocess(None, resize="pad")
-    train = build_transform(pre, {"crop": node["crop"]}, train=True, seed=0, crops=True)
+    train = build_transform(pre, {"pad": node["pad"], "crop": node["crop"]}, train=True, seed=0, crops=True)
     middle = ((90 + 230) / 2 / 255 - pre.mean[0]) / pre.std[0]
     rng = np.random.default_rng(1)
     for height, width in SIZES:

@@ -108,7 +108,9 @@ _FRAMING = (BaseCrop, _BaseRandomSizedCrop, A.CropAndPad, A.Resize, A.LongestMax
 def _check_augmentation(name: str, transform: A.BasicTransform, crops: bool = False) -> None:
     """Refuse augmentations that change the framing the evaluation sees, or fill borders with another value."""
     kind = type(transform).__name__
-    if isinstance(transform, _FRAMING) and not (crops and isinstance(transform, BaseCrop)):
+    for inner in getattr(transform, "transforms", None) or []:  # OneOf, SomeOf, Sequential: check what they hold
+        _check_augmentation(name, inner, crops)
+    if isinstance(transform, _FRAMING) and not (crops and isinstance(transform, (BaseCrop, A.PadIfNeeded))):
         raise ConfigError(f"data.augment.{name} ({kind}) changes the image's size or cuts off its edges, where "
                           f"scratches may lie; augmentations run after resizing to the network input: remove it, "
                           f"or use albumentations.Affine with scale <= 1 to vary the framing without losing content "
