@@ -5,7 +5,7 @@ same data, model, batch, epochs and device; prints both figures and their ratio.
     python benchmarks/throughput.py --model resnet18 --image-size 64 --batch-size 16
     python benchmarks/throughput.py --model convnext_tiny --image-size 224 --device cuda --images 3600
 
-``--model`` is ``cnn`` or any timm model name (random init). Images are the built-in text_scratch set
+``--model`` is ``cnn`` or any timm model name (random init). Images are the built-in text_scratch_easy set
 (``--images`` of them, 80 % used for training), unless Hydra overrides name other data (``data=folder
 data.root=PATH``). On CUDA both sides train in fp16 (``16-mixed``) with pinned memory. Images/s counts
 training images from the end of the first epoch to the end of the last (validation included on both sides).
@@ -28,7 +28,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bare_loop import train_and_test  # noqa: E402
-from parity import bare_split, scratchlab_side  # noqa: E402
+from parity import BUILTIN_DATA, bare_split, scratchlab_side  # noqa: E402
 
 
 def model_overrides(model: str, image_size: int) -> list[str]:
@@ -64,7 +64,7 @@ def main(argv: list[str] | None = None) -> None:
     device = ["trainer.accelerator=gpu", "trainer.precision=16-mixed", "data.pin_memory=true"] \
         if args.device == "cuda" else ["trainer.accelerator=cpu"]
     data = [] if any(o.startswith("data=") for o in args.overrides) else \
-        ["data=text_scratch", f"data.source.count={args.images}"]
+        [f"data={BUILTIN_DATA}", f"data.source.count={args.images}"]
     overrides = [*model_overrides(args.model, args.image_size), *data, *device, "augment=none",
                  f"data.batch_size={args.batch_size}", f"data.num_workers={args.workers}",
                  "data.split.train=0.8", "data.split.val=0.1", "data.split.test=0.1",
