@@ -37,7 +37,7 @@ SYNTHETIC = ["data=metal_scratch", "data.source.params.width_quantiles=[180,190,
 
 def _train(workdir: Path, name: str, overrides: list[str], epochs: int) -> tuple[dict, float, Path]:
     """One scratchlab training; its metrics, wall seconds and best checkpoint."""
-    run_dir = workdir / "logs" / name
+    run_dir = workdir / "logs" / f"{name}-{time.time_ns()}"  # a fresh folder: never an older run's best.ckpt
     cfg = compose("train", [f"paths.root_dir={workdir}", f"hydra.run.dir={run_dir}", f"run_name={name}",
                             "name=sim2real", f"trainer.max_epochs={epochs}", "callbacks.progress_bar.refresh_rate=0",
                             *overrides])

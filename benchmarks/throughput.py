@@ -9,7 +9,7 @@ same data, model, batch, epochs and device; prints both figures and their ratio.
 (``--images`` of them, 80 % used for training), unless Hydra overrides name other data (``data=folder
 data.root=PATH``). On CUDA both sides train in fp16 (``16-mixed``) with pinned memory. Images/s counts
 training images from the end of the first epoch to the end of the last (validation included on both sides).
-``--repeats N`` runs the two sides N times, alternating (scratchlab, bare, scratchlab, ...), and reports the
+``--repeats N`` runs N pairs, the side that goes first alternating from pair to pair, and reports the
 median of each side and the median of the N paired ratios: on a shared machine the load drifts, and the two
 runs of a pair, back to back, see about the same load.
 Data, runs and logs go to a temporary folder, removed at the end (``--workdir`` to keep one).
@@ -72,10 +72,18 @@ def main(argv: list[str] | None = None) -> None:
     workdir = (args.workdir or Path(tempfile.mkdtemp(prefix="scratchlab-throughput-"))).resolve()
     pairs: list[tuple[float, float]] = []
     try:
+        first = scratchlab_side("classify", overrides, workdir, 0, args.epochs)  # also fixes the bare side's split
+        cfg, split = first["cfg"], first["split"]
         for repeat in range(args.repeats):
-            sl = scratchlab_side("classify", overrides, workdir, 0, args.epochs)
-            bare = train_and_test("classify", bare_split(sl["cfg"], sl["split"]), sl["cfg"], 0, device=args.device)
-            pairs.append((sl["images_per_s"], bare.images_per_s))
+            result: dict[str, float] = {}
+            for side in (("bare", "scratchlab") if repeat % 2 else ("scratchlab", "bare")):  # order alternates
+                if side == "bare":
+                    result[side] = train_and_test("classify", bare_split(cfg, split), cfg, 0,
+                                                  device=args.device).images_per_s
+                else:
+                    run = first if repeat == 0 else scratchlab_side("classify", overrides, workdir, 0, args.epochs)
+                    result[side] = run["images_per_s"]
+            pairs.append((result["scratchlab"], result["bare"]))
             if args.repeats > 1:
                 print(f"pair {repeat + 1}/{args.repeats}: scratchlab {pairs[-1][0]:.1f}, bare {pairs[-1][1]:.1f} "
                       f"images/s, ratio {pairs[-1][0] / pairs[-1][1]:.3f}", flush=True)
@@ -83,7 +91,7 @@ def main(argv: list[str] | None = None) -> None:
         if args.workdir is None:
             shutil.rmtree(workdir, ignore_errors=True)
     print(f"model {args.model} @ {args.image_size} px, batch {args.batch_size}, {args.device}, {args.workers} "
-          f"workers, {args.epochs} epochs of {int((sl['split'].split == 'train').sum())} training images, "
+          f"workers, {args.epochs} epochs of {int((split.split == 'train').sum())} training images, "
           f"{args.repeats} pair(s)")
     print(f"bare loop:  {statistics.median(b for _, b in pairs):8.1f} images/s (median)")
     print(f"scratchlab: {statistics.median(s for s, _ in pairs):8.1f} images/s (median)")

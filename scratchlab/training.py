@@ -104,8 +104,9 @@ def run_training(cfg: DictConfig) -> dict[str, float]:
         reload = best if task.needs_training else None
         if not task.needs_training:  # Lightning saves nothing here: the model as assembled is the checkpoint
             best = str(save_checkpoint(task, output_dir / "checkpoints" / "best.ckpt"))
-        if cfg.get("choose") and best and trainer.is_global_zero:
-            task.use_decision(choose_after_fit(cfg, best, run))
+        if cfg.get("choose") and best:  # chosen once, on rank 0; every rank tests with it
+            chosen = choose_after_fit(cfg, best, run) if trainer.is_global_zero else None
+            task.use_decision(trainer.strategy.broadcast(chosen, src=0))
         if cfg.get("optimized_metric") and reload:  # sweeps compare models at their best checkpoint
             trainer.validate(task, datamodule=datamodule, ckpt_path=reload, verbose=False)
         metrics = _scalars(trainer, "val/")

@@ -43,7 +43,8 @@ def test_point_chosen_after_fit_is_stored_and_tested_with(tmp_path: Path, tiny_d
         assert point["mask_threshold"] in (0.3, 0.5) and point["min_area"] >= 1
     # the run's test metrics are those of the stored point: evaluate (which applies it) agrees
     again = evaluate(compose("evaluate", [f"paths.root_dir={tmp_path}", f"ckpt={ckpt}", "log_predictions=never"]))
-    for key in ("test/precision_bad", "test/recall_bad", "test/f1_bad"):
+    keys = ["test/precision_bad", "test/recall_bad", "test/f1_bad"] + (["test/dice"] if "threshold" not in point else [])
+    for key in keys:
         assert again[key] == pytest.approx(metrics[key]), key
 
 
@@ -52,3 +53,6 @@ def test_choose_needs_a_target(tmp_path: Path, tiny_dataset: Path) -> None:
         _train(tmp_path, tiny_dataset, "model=cnn", "choose=target_recall")
     with pytest.raises(ConfigError, match="choose='best'"):
         _train(tmp_path, tiny_dataset, "model=cnn", "choose=best")
+    with pytest.raises(ConfigError, match="callbacks.model_checkpoint is off"):
+        _train(tmp_path, tiny_dataset, "model=cnn", "choose=best_f1", "callbacks.model_checkpoint=null",
+               "callbacks.early_stopping=null")

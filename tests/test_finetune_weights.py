@@ -35,6 +35,20 @@ def test_weights_path_starts_from_a_checkpoints_network(tmp_path: Path, model: l
     assert not all(torch.equal(v, expected[k]) for k, v in fresh.state_dict().items())
 
 
+def test_a_fine_tuned_checkpoint_loads_without_the_file_it_started_from(tmp_path: Path) -> None:
+    from scratchlab.checkpoints import read_checkpoint
+    from scratchlab.tasks import task_class
+
+    cfg, start = _task(tmp_path, "model=cnn", "model.image_size=32")
+    pre = save_checkpoint(start, tmp_path / "pre.ckpt")
+    cfg.model.weights_path = str(pre)
+    tuned = build_task(cfg, ["good", "bad"], [10, 5])
+    ckpt = save_checkpoint(tuned, tmp_path / "tuned.ckpt")
+    pre.unlink()
+    loaded = task_class("classification").from_checkpoint(read_checkpoint(ckpt))
+    assert all(torch.equal(v, tuned.net.state_dict()[k]) for k, v in loaded.net.state_dict().items())
+
+
 def test_another_network_is_one_clear_error(tmp_path: Path) -> None:
     _, small = _task(tmp_path, "model=cnn", "model.image_size=32")
     ckpt = save_checkpoint(small, tmp_path / "small.ckpt")

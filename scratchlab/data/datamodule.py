@@ -109,6 +109,7 @@ class ScratchDataModule(pl.LightningDataModule):
             else:
                 self.datasets[name] = ImageDataset(self.splits[name], transform, self.mask_threshold, self.preprocess)
             self.datasets[name].instance_min_area = self.instance_min_area
+            self.datasets[name].crops = self.train_crops and name == "train"
 
     def _cache_wanted(self, count: int) -> bool:
         """Keep the images in memory after resizing: always (true), never (false), or when ``count`` of them

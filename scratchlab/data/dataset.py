@@ -24,6 +24,8 @@ class ImageDataset(Dataset):
     workers, not in the training step)."""
 
     instance_min_area: int | None = None
+    crops: bool = False
+    """True where the transform crops (training with ``augment=crops``): the whole crop counts as content."""
 
     def __init__(self, samples: list[Sample], transform: A.Compose, mask_threshold: int = 128,
                  preprocess: Preprocess | None = None) -> None:
@@ -42,7 +44,7 @@ class ImageDataset(Dataset):
         s = self.samples[i]
         image, mask, original = self.load(i)
         out = self.transform(image=image, mask=mask)
-        size = self._content_size(*original)
+        size = tuple(out["image"].shape[-2:]) if self.crops else self._content_size(*original)
         item = {"image": out["image"], "label": s.label, "mask": torch.as_tensor(out["mask"]).float(),
                 "path": str(s.image), "size": torch.tensor(size), "original_size": torch.tensor(original)}
         if self.instance_min_area is not None:

@@ -31,6 +31,10 @@ def check_choice(cfg: DictConfig) -> None:
         return
     if method not in METHODS:
         raise ConfigError(f"choose={method!r} is not one of {', '.join(METHODS)} (or null)")
+    if not (cfg.get("callbacks") or {}).get("model_checkpoint") and str(cfg.model.get("task")) not in \
+            ("two_stage", "ensemble"):
+        raise ConfigError(f"choose={method} picks the operating point of the best checkpoint, but "
+                          f"callbacks.model_checkpoint is off: remove choose= or keep the checkpoint callback")
     if method == "target_recall" and cfg.decision.get("target_recall") is None:
         raise ConfigError("choose=target_recall needs a target: add decision.target_recall=0.99 (the recall of bad "
                           "images to reach on the validation split)")

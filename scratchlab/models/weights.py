@@ -50,7 +50,8 @@ def load_checkpoint_weights(model: nn.Module, path: str | Path) -> None:
     except RuntimeError as err:
         first = str(err).split("\n\t")[1] if "\n\t" in str(err) else str(err).splitlines()[0]
         raise ConfigError(f"model.weights_path={path} holds another network than model= builds ({first.strip()}); "
-                          f"fine-tune with the model config the checkpoint was trained with") from None
+                          f"fine-tune with the model config and the number of classes the checkpoint was "
+                          f"trained with") from None
 
 
 def weights_source(model_cfg: Mapping[str, Any]) -> str:

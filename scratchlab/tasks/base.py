@@ -22,7 +22,7 @@ import numpy as np
 import pytorch_lightning as pl
 import torch
 from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 from torch import nn
 
 from scratchlab.checkpoints import KEY, Checkpoint, ModelSpec, checkpoint_block
@@ -163,8 +163,16 @@ class BaseTask(pl.LightningModule):
 
     @classmethod
     def from_checkpoint(cls, ckpt: Checkpoint) -> BaseTask:
-        """The trained task of a read checkpoint, in eval mode on the CPU."""
-        task = cls.build(OmegaConf.create(ckpt.config), ckpt.spec.class_names, TrainCounts(ckpt.class_counts))
+        """The trained task of a read checkpoint, in eval mode on the CPU. The network is built without its
+        starting weights (``model.weights_path``, ``pretrained``): the checkpoint's own replace them, and the
+        file it started from need not exist any more."""
+        config = OmegaConf.create(ckpt.config)
+        with open_dict(config):
+            if "weights_path" in config.model:
+                config.model.weights_path = None
+            if "pretrained" in config.model:
+                config.model.pretrained = False
+        task = cls.build(config, ckpt.spec.class_names, TrainCounts(ckpt.class_counts))
         task.spec = ckpt.spec
         task.load_state_dict(ckpt.state_dict)
         return task.eval()

@@ -18,7 +18,7 @@ from scratchlab.models import build_model
 from scratchlab.data.io import read_image
 from scratchlab.data.transforms import restore_geometry
 from scratchlab.task_metrics import SegmentationMetrics
-from scratchlab.postprocess import Verdict, decide_from_probability, verdict_from_probability
+from scratchlab.postprocess import DecisionParams, Verdict, decide_from_probability, verdict_from_probability
 from scratchlab.tasks.base import BaseTask, Raw, TrainCounts, gather_test_outputs, require_binary
 from scratchlab.visualize import draw_overlay, make_grid
 
@@ -98,6 +98,11 @@ class SegmentationTask(BaseTask):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
+
+    def use_decision(self, decision: DecisionParams) -> None:
+        super().use_decision(decision)
+        for stage in ("train", "val", "test"):
+            self.stage_metrics(stage).mask_threshold = decision.mask_threshold
 
     def raw_outputs(self, x: torch.Tensor, content_sizes: Sequence[tuple[int, int]],
                     images: Sequence[np.ndarray] | None = None) -> list[Raw]:

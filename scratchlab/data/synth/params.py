@@ -15,9 +15,9 @@ QUANTILE_PROBS = (0.0, 0.05, 0.25, 0.5, 0.75, 0.95, 1.0)
 """Cumulative probabilities of every ``*_quantiles`` tuple (p0, p5, p25, p50, p75, p95, p100)."""
 
 
-BOLD_FONTS = ("DejaVuSans-Bold.ttf", "DejaVuSansMono-Bold.ttf", "DejaVuSerif-Bold.ttf", "STIXGeneralBol.ttf",
+CODE_FONTS = ("DejaVuSans-Bold.ttf", "DejaVuSansMono-Bold.ttf", "DejaVuSerif-Bold.ttf", "STIXGeneralBol.ttf",
               "DejaVuSans.ttf")
-"""Fonts of matplotlib's bundled set that print codes plausibly (bold sans first, as on real labels)."""
+"""Fonts of matplotlib's bundled set that print codes plausibly: bold sans, mono and serif, and one regular."""
 
 
 @dataclass
@@ -73,7 +73,7 @@ class TextParams:
     sharp_sigma: tuple[float, float] = (0.35, 0.8)  # blur of an in-focus photo, px
     noise: tuple[float, float] = (1.0, 4.0)  # sensor noise std, gray levels
     # domain randomisation
-    fonts: tuple[str, ...] = BOLD_FONTS  # font files (matplotlib's font folder, or paths), one per image
+    fonts: tuple[str, ...] = CODE_FONTS  # font files (matplotlib's font folder, or paths), one per image
     stroke_weight: tuple[float, float] = (-0.03, 0.05)  # print thinned (<0) / thickened, fraction of font size
     glare_prob: float = 0.15  # chance of a specular glare spot washing out part of the label
     glare: tuple[float, float] = (0.3, 0.8)  # its peak strength (fraction of the way to white)
