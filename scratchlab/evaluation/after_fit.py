@@ -14,7 +14,7 @@ from scratchlab.errors import ConfigError
 from scratchlab.evaluation.cache import ModelSource, get_predictions
 from scratchlab.evaluation.job import evaluation_config
 from scratchlab.evaluation.operating_point import (
-    METHODS,
+    check_method,
     choice_xlabel,
     decision_values,
     operating_point_on,
@@ -27,17 +27,11 @@ from scratchlab.tracking import TrackedRun
 def check_choice(cfg: DictConfig) -> None:
     """One-line errors for a ``choose=`` that cannot work, before anything trains."""
     method = cfg.get("choose")
-    if method is None:
-        return
-    if method not in METHODS:
-        raise ConfigError(f"choose={method!r} is not one of {', '.join(METHODS)} (or null)")
-    if not (cfg.get("callbacks") or {}).get("model_checkpoint") and str(cfg.model.get("task")) not in \
-            ("two_stage", "ensemble"):
+    check_method(method, cfg.decision.get("target_recall"))
+    if method is not None and not (cfg.get("callbacks") or {}).get("model_checkpoint") and \
+            str(cfg.model.get("task")) not in ("two_stage", "ensemble"):
         raise ConfigError(f"choose={method} picks the operating point of the best checkpoint, but "
                           f"callbacks.model_checkpoint is off: remove choose= or keep the checkpoint callback")
-    if method == "target_recall" and cfg.decision.get("target_recall") is None:
-        raise ConfigError("choose=target_recall needs a target: add decision.target_recall=0.99 (the recall of bad "
-                          "images to reach on the validation split)")
 
 
 def choose_after_fit(cfg: DictConfig, checkpoint: str | Path, run: TrackedRun) -> DecisionParams:

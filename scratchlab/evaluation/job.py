@@ -31,7 +31,7 @@ from scratchlab.config import require_complete
 from scratchlab.errors import ConfigError
 from scratchlab.evaluation.cache import ModelSource, Predictions, get_predictions
 from scratchlab.evaluation.operating_point import (
-    METHODS,
+    check_method,
     choice_xlabel,
     decision_values,
     operating_point_on,
@@ -258,11 +258,7 @@ def _validate(cfg: DictConfig) -> None:
     require_complete(cfg)
     if cfg.split not in SPLITS:
         raise ConfigError(f"split={cfg.split!r} is not one of {', '.join(SPLITS)}")
-    if cfg.get("choose") is not None and cfg.choose not in METHODS:
-        raise ConfigError(f"choose={cfg.choose!r} is not one of {', '.join(METHODS)} (or null)")
-    if cfg.get("choose") == "target_recall" and cfg.decision.get("target_recall") is None:
-        raise ConfigError("choose=target_recall needs a target: add decision.target_recall=0.99 (the recall of bad "
-                          "images to reach on the validation split)")
+    check_method(cfg.get("choose"), cfg.decision.get("target_recall"))
     if cfg.get("log_predictions", "once") not in LOG_PREDICTIONS:
         raise ConfigError(f"log_predictions={cfg.log_predictions!r} is not one of {', '.join(LOG_PREDICTIONS)}")
 

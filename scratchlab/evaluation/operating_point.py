@@ -152,6 +152,17 @@ def choose_operating_point(preds: Any, params: DecisionParams, method: str, targ
     return best
 
 
+def check_method(method: str | None, target_recall: float | None) -> None:
+    """One-line errors for a ``choose=`` method that cannot work (unknown, or target_recall without a target)."""
+    if method is None:
+        return
+    if method not in METHODS:
+        raise ConfigError(f"choose={method!r} is not one of {', '.join(METHODS)} (or null)")
+    if method == "target_recall" and target_recall is None:
+        raise ConfigError("choose=target_recall needs a target: add decision.target_recall=0.99 (the recall of bad "
+                          "images to reach on the validation split)")
+
+
 def operating_point_on(val: Any, params: DecisionParams, method: str, target_recall: float | None,
                        mask_thresholds: Sequence[float] | None = None) -> tuple[DecisionParams, Choice, dict[str, Any]]:
     """Choose on ``val`` (cached validation predictions): the new decision, the choice, and the operating
