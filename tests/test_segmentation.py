@@ -4,6 +4,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+import cv2
 import mlflow
 import pytest
 import torch
@@ -18,7 +19,7 @@ from scratchlab.errors import ConfigError
 from scratchlab.losses import BCEDiceLoss, DiceLoss
 from scratchlab.tasks.segmentation import valid_pixels
 from scratchlab.training import run_training
-from tests.conftest import tiny_overrides
+from tests.conftest import tiny_overrides, write_tiny_folder_dataset
 
 SEG_MODELS = ["unet", "unetplusplus", "fpn"]
 SEG_LOSSES = ["bce", "dice", "bce_dice", "focal"]
@@ -156,3 +157,55 @@ def test_bn_momentum_is_set_on_every_batch_norm(tmp_path: Path) -> None:
 
     assert momenta() == {0.1}
     assert min(momenta("model.bn_momentum=null")) == pytest.approx(0.01), "efficientnet encoders ship 0.01"
+
+
+def test_validation_reuses_the_batch_maps_only_where_they_equal_the_inference_path(tmp_path: Path) -> None:
+    task = build_task(_cfg(tmp_path, "model=unet", "model.encoder_name=resnet18", "data.resize=pad",
+                           "model.image_size=64"), ["good", "bad"]).eval()
+    forwards = []
+    task.net.register_forward_hook(lambda *_: forwards.append(1))
+    black = Preprocess(image_size=64, resize="pad").pad_value()
+    item = lambda h, w: {"image": torch.randn(3, h, w), "mask": torch.zeros(h, w), "label": 0,  # noqa: E731
+                         "size": torch.tensor([h, w]), "original_size": torch.tensor([h, w]), "path": "a"}
+    same = pad_collate([item(64, 64), item(64, 64)], fill=black)
+    with torch.no_grad():
+        _, probs = task.loss_and_probs(same, "val")
+        reused = task.reused_maps(same, probs)
+        forwards.clear()
+        own, _ = task.batch_verdicts(same)
+    assert reused is not None and len(forwards) == 1  # the per-image path is one more forward of the same batch
+    for a, b in zip(reused, own):
+        assert torch.allclose(torch.from_numpy(a["prob_map"]), torch.from_numpy(b["prob_map"]), atol=1e-6)
+    forwards.clear()
+    with torch.no_grad():
+        task.validation_step(same, 0)
+    assert len(forwards) == 1  # validation judges the images from its own forward pass
+    mixed = pad_collate([item(64, 64), item(32, 48)], fill=black)
+    assert task.reused_maps(mixed, task.loss_and_probs(mixed, "val")[1]) is None  # the small image runs alone
+    flips = build_task(_cfg(tmp_path, "model=unet", "model.encoder_name=resnet18", "data.resize=pad",
+                            "model.image_size=64", "model.tta=[hflip]"), ["good", "bad"]).eval()
+    assert flips.tta and flips.reused_maps(same, probs) is None  # flips are averaged by the inference path only
+
+
+def test_native_size_evaluation_batches_share_one_input_shape(tmp_path: Path) -> None:
+    from scratchlab.builders import build_datamodule
+
+    data = write_tiny_folder_dataset(tmp_path / "data")
+    for path in data.rglob("*.png"):
+        if int(path.stem[1:]) % 3 == 0:  # a third of the images (and their masks) twice as large: several shapes
+            image = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+            cv2.imwrite(str(path), cv2.resize(image, None, fx=2, fy=2, interpolation=cv2.INTER_NEAREST))
+    dm = build_datamodule(compose("train", tiny_overrides(tmp_path, data) + [
+        "model=unet", "model.image_size=null", "data.resize=pad", "data.batch_size=4"]))
+    dm.prepare_data()
+    dm.setup("fit")
+    for split, loader in (("val", dm.val_dataloader()), ("test", dm.test_dataloader())):
+        seen, shapes = [], set()
+        for batch in loader:
+            padded = {tuple(-(-int(v) // 32) * 32 for v in size) for size in batch["size"].tolist()}
+            assert padded == {tuple(batch["image"].shape[-2:])}, split  # no image padded beyond its own input
+            seen += batch["path"]
+            shapes |= padded
+        assert sorted(seen) == sorted(str(s.image) for s in dm.splits[split])  # every image once
+    assert len(shapes) > 1  # the tiny images come in several input shapes
+    assert len(dm.train_dataloader()) == len(dm.splits["train"]) // 4  # training batches stay mixed and full

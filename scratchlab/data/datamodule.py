@@ -14,10 +14,10 @@ import torch
 from torch.utils.data import DataLoader
 
 from scratchlab.data.io import image_info, read_mask
-from scratchlab.data.dataset import ImageDataset, pad_collate, seeded_loading
+from scratchlab.data.dataset import ImageDataset, pad_collate, seeded_loading, shape_batches
 from scratchlab.data.memory_cache import CachedImageDataset, cache_bytes
 from scratchlab.data.splits import split_samples, splits_to_frame
-from scratchlab.data.transforms import Preprocess, build_transform
+from scratchlab.data.transforms import Preprocess, build_transform, content_box
 from scratchlab.data.types import SampleIndex
 from scratchlab.errors import ConfigError, DataError
 
@@ -169,11 +169,31 @@ class ScratchDataModule(pl.LightningDataModule):
         dataset = self.datasets[split]
         if isinstance(dataset, CachedImageDataset):
             dataset.fill(threads=max(self.num_workers, 1))  # before the workers start, so they share it
+        common = {"num_workers": self.num_workers, "pin_memory": self.pin_memory,
+                  "persistent_workers": self.num_workers > 0, "collate_fn": self._collate()}
+        if not shuffle and self.preprocess.resize == "pad" and not self._distributed():
+            # Native-size evaluation batches hold images of one input shape: none is padded beyond its own
+            # input, and a segmenter judges each image from the batch's own forward pass.
+            return DataLoader(dataset, batch_sampler=shape_batches(self._input_shapes(split), self.batch_size),
+                              generator=torch.Generator().manual_seed(self.seed), **common)
         # A last training batch of one image breaks batch norm; drop it when there is more than one batch.
         drop_last = shuffle and len(dataset) > self.batch_size
-        return DataLoader(dataset, batch_size=self.batch_size, drop_last=drop_last, num_workers=self.num_workers,
-                          pin_memory=self.pin_memory, persistent_workers=self.num_workers > 0,
-                          collate_fn=self._collate(), **seeded_loading(len(dataset), self.seed, shuffle))
+        return DataLoader(dataset, batch_size=self.batch_size, drop_last=drop_last,
+                          **seeded_loading(len(dataset), self.seed, shuffle), **common)
+
+    def _distributed(self) -> bool:
+        return self.trainer is not None and self.trainer.world_size > 1
+
+    def _input_shapes(self, split: str) -> list[tuple[int, int]]:
+        """Each image's network input (H, W) at native size: its content rounded up to ``pad_multiple``."""
+        m, known, shapes = self.preprocess.pad_multiple, {}, []
+        for s in self.splits[split]:
+            width, height, _ = image_info(s.image)
+            if (height, width) not in known:
+                y0, y1, x0, x1 = content_box(self.preprocess, height, width)
+                known[height, width] = (-(-(y1 - y0) // m) * m, -(-(x1 - x0) // m) * m)
+            shapes.append(known[height, width])
+        return shapes
 
     def _collate(self) -> Callable | None:
         """Native-size (pad) batches are padded to their largest image with the preprocessing's black."""

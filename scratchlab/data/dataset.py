@@ -140,6 +140,15 @@ class EpochSampler(Sampler[tuple[int, int]]):
         return iter([(int(i), augmentation_seed(self.seed, epoch, int(i))) for i in order])
 
 
+def shape_batches(shapes: Sequence[tuple[int, int]], batch_size: int) -> list[list[int]]:
+    """Indices grouped by network input shape (groups in order of first appearance, each in index order) and
+    cut into batches of at most ``batch_size``: no image is padded beyond its own input."""
+    groups: dict[tuple[int, int], list[int]] = {}
+    for i, shape in enumerate(shapes):
+        groups.setdefault(tuple(shape), []).append(i)
+    return [idx[k:k + batch_size] for idx in groups.values() for k in range(0, len(idx), batch_size)]
+
+
 def seeded_loading(n: int, seed: int, shuffle: bool) -> dict:
     """``DataLoader`` arguments for ``n`` samples that make loading reproducible for any ``num_workers``:
     an ``EpochSampler`` and the loader's own generator (worker seeds drawn from it, not from torch's)."""

@@ -247,13 +247,18 @@ class BaseTask(pl.LightningModule):
         """Input name -> (its preprocessing, the geometry steps it gets in Python) of the exported graph."""
         return {INPUT_NAME: (spec.preprocess, cls.export_geometry(spec.preprocess))}
 
-    def batch_verdicts(self, batch: Mapping[str, Any]) -> tuple[list[Raw], list[Verdict]]:
-        """``predict_images`` for a data-module batch: each image cut to its own input shape first."""
+    def batch_input_shapes(self, batch: Mapping[str, Any]) -> list[tuple[int, int]]:
+        """The (H, W) of each batch image's own network input (the batch may pad beyond it)."""
         batch_shape = tuple(batch["image"].shape[-2:])
-        sizes = [tuple(s) for s in batch["size"].tolist()]
-        inputs = [x[:, :h, :w] for x, (h, w) in
-                  zip(batch["image"], (input_shape(self.preprocess, s, batch_shape) for s in sizes))]
-        raws = self.network_outputs(inputs, sizes, self.batch_images(batch))
+        return [input_shape(self.preprocess, tuple(s), batch_shape) for s in batch["size"].tolist()]
+
+    def batch_verdicts(self, batch: Mapping[str, Any], raws: list[Raw] | None = None) -> tuple[list[Raw], list[Verdict]]:
+        """``predict_images`` for a data-module batch: each image cut to its own input shape first; ``raws``
+        where the caller already has them from a forward pass equal to the inference path's."""
+        if raws is None:
+            sizes = [tuple(s) for s in batch["size"].tolist()]
+            inputs = [x[:, :h, :w] for x, (h, w) in zip(batch["image"], self.batch_input_shapes(batch))]
+            raws = self.network_outputs(inputs, sizes, self.batch_images(batch))
         originals = [tuple(s) for s in batch["original_size"].tolist()]
         return raws, [self.judge(r, s, self.spec) for r, s in zip(raws, originals)]
 

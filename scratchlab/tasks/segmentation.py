@@ -124,19 +124,31 @@ class SegmentationTask(BaseTask):
     def _step(self, batch: dict, stage: str) -> tuple[torch.Tensor, torch.Tensor, list[Verdict]]:
         """Loss and metrics of one batch. Training logs the loss and pixel metrics of the batch's own forward
         pass and stays on the device; validation and test judge each image on its own input, as every
-        inference path does, and add the image-level metrics of those verdicts."""
+        inference path does (reusing the batch's maps where they are the same), and add the image-level
+        metrics of those verdicts."""
         loss, probs = self.loss_and_probs(batch, stage)
         valid = valid_pixels(batch, probs.shape, self.pad_mode)
         verdicts: list[Verdict] = []
         if stage == "train":
             self.stage_metrics(stage).update(probs, batch["mask"], valid)
         else:
-            raws, verdicts = self.batch_verdicts(batch)
+            raws, verdicts = self.batch_verdicts(batch, self.reused_maps(batch, probs))
             probs = self.maps_to_batch(raws, probs)
             image_bad = torch.tensor([v.is_bad for v in verdicts], device=probs.device)
             self.stage_metrics(stage).update(probs, batch["mask"], valid, image_bad, batch["label"] > 0)
         self.log_loss(stage, loss, len(probs))
         return loss, probs, verdicts
+
+    def reused_maps(self, batch: dict, probs: torch.Tensor) -> list[Raw] | None:
+        """The batch forward pass's maps as the inference path's raw outputs, where they are the same: this
+        class's own forward, loss and raw outputs (not a subclass's), no flips to average, and every image's own
+        input the batch's shape; else None (each image then runs on its own input)."""
+        own = all(getattr(type(self), name) is getattr(SegmentationTask, name)
+                  for name in ("loss_and_probs", "raw_outputs", "export_network", "forward"))
+        batch_shape = tuple(probs.shape[-2:])
+        if not own or self.tta or any(shape != batch_shape for shape in self.batch_input_shapes(batch)):
+            return None
+        return prob_maps(probs, [tuple(s) for s in batch["size"].tolist()], self.pad_mode)
 
     @staticmethod
     def maps_to_batch(raws: Sequence[Raw], like: torch.Tensor) -> torch.Tensor:
