@@ -1,8 +1,13 @@
 """The plain PyTorch reference of benchmarks/parity.py: the same recipes written without scratchlab.
 
-Reads images with OpenCV, resizes, augments with torchvision, trains with a hand-written loop and keeps the
+Reads images with OpenCV, resizes, augments with albumentations, trains with a hand-written loop and keeps the
 weights of the epoch with the lowest validation loss. Its hyperparameters are read from the composed
 scratchlab config so that both sides run one recipe, but none of scratchlab's code runs here.
+
+Both sides draw the same random numbers for a seed (common random numbers), so that their difference measures
+the framework rather than luck: the network is built right after ``torch.manual_seed(seed)``, each epoch's
+order is ``default_rng([seed, epoch]).permutation(n)``, and each sample's augmentation in an epoch is seeded
+from ``SeedSequence([seed, epoch, index])``, every step of the pipeline with its own child seed.
 """
 from __future__ import annotations
 
@@ -18,18 +23,21 @@ import timm
 import torch
 from torch import nn
 from torch.nn import functional as F
-from torch.utils.data import DataLoader, Dataset, get_worker_info
+from torch.utils.data import DataLoader, Dataset, Sampler
 
 MEAN = torch.tensor([0.485, 0.456, 0.406])[:, None, None]
 STD = torch.tensor([0.229, 0.224, 0.225])[:, None, None]
+NORMALIZE = A.Normalize(mean=MEAN.flatten().tolist(), std=STD.flatten().tolist())
 EARLIER_WORK = ["hflip", "rotate", "mild_zoom", "color_jitter"]
 
 
 @dataclass
 class BareResult:
-    """Test quality (accuracy or pixel Dice), training images/s after the first epoch, and what ran."""
+    """Test quality (accuracy or pixel Dice), the best validation loss, training images/s after the first
+    epoch, and what ran."""
 
     quality: float
+    val_loss: float
     images_per_s: float
     epochs: int
     steps: int
@@ -58,11 +66,33 @@ def earlier_work_augmentation(seed: int) -> A.Compose:
                       A.ColorJitter(brightness=0.2, contrast=0.2, saturation=0.2, hue=0.0, p=0.8)], seed=seed)
 
 
-def seed_worker(_worker_id: int) -> None:
-    """Each loader worker its own augmentation stream (they start as copies of one seeded pipeline)."""
-    info = get_worker_info()
-    if info.dataset.augment is not None:
-        info.dataset.augment.set_random_seed(torch.initial_seed() % 2**32)
+def seed_pipeline(transform: A.BaseCompose | A.BasicTransform, seed: int) -> None:
+    """Seed ``transform`` and each of its steps with its own child seed of ``seed`` (recursively)."""
+    transform.set_random_seed(seed)
+    steps = transform.transforms if isinstance(transform, A.BaseCompose) else []
+    for step, child in zip(steps, np.random.SeedSequence(seed).generate_state(len(steps))):
+        seed_pipeline(step, int(child))
+
+
+class EpochOrder(Sampler):
+    """``(index, augmentation seed)`` of ``n`` samples for epoch ``epoch``: shuffled from ``(seed, epoch)``
+    (or in order), each sample's augmentation seeded from ``(seed, epoch, index)``."""
+
+    def __init__(self, n: int, seed: int, shuffle: bool) -> None:
+        self.n, self.seed, self.shuffle, self.epoch = n, seed, shuffle, 0
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __iter__(self):
+        order = np.random.default_rng([self.seed, self.epoch]).permutation(self.n) if self.shuffle else range(self.n)
+        return iter([(int(i), int(np.random.SeedSequence([self.seed, self.epoch, int(i)]).generate_state(1)[0]))
+                     for i in order])
+
+
+def to_tensor(image: np.ndarray) -> torch.Tensor:
+    """RGB uint8 (H, W, 3) -> normalized float (3, H, W)."""
+    return torch.from_numpy(NORMALIZE(image=image)["image"]).permute(2, 0, 1).contiguous()
 
 
 class Images(Dataset):
@@ -77,23 +107,39 @@ class Images(Dataset):
     def __len__(self) -> int:
         return len(self.paths)
 
-    def __getitem__(self, i: int):
+    def scaled_size(self, i: int, h: int | None = None, w: int | None = None) -> tuple[int, int]:
+        """Image ``i``'s (height, width) once its longest side is ``size`` (segmentation)."""
+        if h is None:
+            h, w = cv2.imread(self.paths[i], cv2.IMREAD_GRAYSCALE).shape
+        scale = self.size / max(h, w)
+        return max(1, round(h * scale)), max(1, round(w * scale))
+
+    def shape_batches(self, batch_size: int) -> list[list[tuple[int, int]]]:
+        """Evaluation batches whose images share one padded input shape (groups in order of first appearance,
+        each in index order): no image is padded beyond its own input."""
+        groups: dict[tuple[int, int], list[tuple[int, int]]] = {}
+        for i in range(len(self)):
+            shape = tuple(-(-side // 32) * 32 for side in self.scaled_size(i))
+            groups.setdefault(shape, []).append((i, 0))
+        return [g[k:k + batch_size] for g in groups.values() for k in range(0, len(g), batch_size)]
+
+    def __getitem__(self, key: tuple[int, int]):
+        i, seed = key
         image = cv2.cvtColor(cv2.imread(self.paths[i], cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
         if not self.segment:
             image = cv2.resize(image, (self.size, self.size), interpolation=cv2.INTER_AREA)
             if self.augment is not None:
+                seed_pipeline(self.augment, seed)
                 image = self.augment(image=image)["image"]
-            return (torch.from_numpy(image).permute(2, 0, 1).float() / 255 - MEAN) / STD, float(self.labels[i])
+            return to_tensor(image), float(self.labels[i])
         h, w = image.shape[:2]
-        scale = self.size / max(h, w)
-        nh, nw = max(1, round(h * scale)), max(1, round(w * scale))
+        nh, nw = self.scaled_size(i, h, w)
         image = cv2.resize(image, (nw, nh), interpolation=cv2.INTER_AREA)
         mask = np.zeros((h, w), np.uint8)
         if self.masks[i]:
             mask = (cv2.imread(self.masks[i], cv2.IMREAD_GRAYSCALE) >= 128).astype(np.uint8)
         mask = cv2.resize(mask, (nw, nh), interpolation=cv2.INTER_NEAREST)
-        x = (torch.from_numpy(image).permute(2, 0, 1).float() / 255 - MEAN) / STD
-        return x, torch.from_numpy(mask).float(), nh, nw
+        return to_tensor(image), torch.from_numpy(mask).float(), nh, nw
 
 
 def pad_batch(items: list) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -110,10 +156,14 @@ def pad_batch(items: list) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     return images, masks, valid
 
 
-def _loader(data: Images, batch_size: int, workers: int, shuffle: bool, collate=None, pin: bool = False) -> DataLoader:
-    return DataLoader(data, batch_size=batch_size, shuffle=shuffle, num_workers=workers, pin_memory=pin,
-                      drop_last=shuffle and len(data) > batch_size, persistent_workers=workers > 0,
-                      collate_fn=collate, worker_init_fn=seed_worker)
+def _loader(data: Images, batch_size: int, workers: int, order: EpochOrder, pin: bool = False) -> DataLoader:
+    """Training batches in ``order``; segmentation's evaluation batches grouped by input shape."""
+    common = {"num_workers": workers, "pin_memory": pin, "persistent_workers": workers > 0,
+              "collate_fn": pad_batch if data.segment else None}
+    if data.segment and not order.shuffle:
+        return DataLoader(data, batch_sampler=data.shape_batches(batch_size), **common)
+    return DataLoader(data, batch_size=batch_size, sampler=order, drop_last=order.shuffle and len(data) > batch_size,
+                      **common)
 
 
 def _bce_dice(logits: torch.Tensor, masks: torch.Tensor, dice: nn.Module) -> torch.Tensor:
@@ -132,8 +182,6 @@ def train_and_test(recipe: str, split: dict[str, tuple[list, list, list]], cfg, 
     """Train ``recipe`` (``unet``, else a classifier of ``model.name``) with the settings of scratchlab config
     ``cfg`` on ``split`` (name -> paths, labels, mask paths) on ``device``; test the weights of the best
     validation loss. On CUDA: pinned memory, non-blocking copies, and fp16 autocast where the config asks."""
-    torch.manual_seed(seed)
-    np.random.seed(seed)
     segment = recipe == "unet"
     size, batch, workers = int(cfg.model.image_size), int(cfg.data.batch_size), int(cfg.data.num_workers)
     augment = None
@@ -142,11 +190,12 @@ def train_and_test(recipe: str, split: dict[str, tuple[list, list, list]], cfg, 
     elif cfg.data.get("augment"):
         raise SystemExit(f"error: the bare loop implements augment=earlier_work and augment=none only, not "
                          f"{list(cfg.data.augment)}")
-    collate = pad_batch if segment else None
     sets = {name: Images(*split[name], size=size, segment=segment, augment=augment if name == "train" else None)
             for name in ("train", "val", "test")}
-    loaders = {name: _loader(d, batch, workers, name == "train", collate, pin=device == "cuda")
+    orders = {name: EpochOrder(len(d), seed, shuffle=name == "train") for name, d in sets.items()}
+    loaders = {name: _loader(d, batch, workers, orders[name], pin=device == "cuda")
                for name, d in sets.items()}
+    torch.manual_seed(seed)  # the first draws after seeding are the initial weights
     if segment:
         net = smp.create_model(cfg.model.arch, encoder_name=cfg.model.encoder_name, encoder_weights=None,
                                classes=1, decoder_channels=list(cfg.model.decoder_channels))
@@ -176,6 +225,7 @@ def train_and_test(recipe: str, split: dict[str, tuple[list, list, list]], cfg, 
     epoch_ends = []
     start = time.perf_counter()
     for epoch in range(int(cfg.trainer.max_epochs)):
+        orders["train"].epoch = epoch
         net.train()
         for batch_items in loaders["train"]:
             loss, n = loss_of(batch_items)
@@ -198,7 +248,7 @@ def train_and_test(recipe: str, split: dict[str, tuple[list, list, list]], cfg, 
     net.eval()
     quality = _test_quality(net, loaders["test"], segment, device)
     elapsed = epoch_ends[-1] - epoch_ends[0]
-    return BareResult(quality, seen / elapsed if elapsed > 0 else float("nan"), len(epoch_ends), steps, best_epoch)
+    return BareResult(quality, best_loss, seen / elapsed if elapsed > 0 else float("nan"), len(epoch_ends), steps, best_epoch)
 
 
 def _test_quality(net: nn.Module, loader: DataLoader, segment: bool, device: str) -> float:

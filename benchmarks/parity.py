@@ -68,12 +68,14 @@ def scratchlab_side(recipe: str, overrides: list[str], workdir: Path, seed: int,
     exp = client.get_experiment_by_name("parity")
     run = client.search_runs([exp.experiment_id], order_by=["attributes.start_time DESC"], max_results=1)[0]
     split = pd.read_csv(client.download_artifacts(run.info.run_id, "split.csv", str(workdir)))
-    ends = sorted((m.step, m.timestamp) for m in client.get_metric_history(run.info.run_id, "val/loss"))
+    history = client.get_metric_history(run.info.run_id, "val/loss")
+    ends = sorted((m.step, m.timestamp) for m in history)
     n_train = int((split.split == "train").sum())
     batch = int(cfg.data.batch_size)
     per_epoch = (n_train // batch) * batch if n_train > batch else n_train
     seconds = (ends[-1][1] - ends[0][1]) / 1000 if len(ends) > 1 else 0.0
-    return {"quality": float(metrics[QUALITY.get(recipe, "test/acc")]), "images_per_s": per_epoch * (len(ends) - 1) / seconds
+    return {"quality": float(metrics[QUALITY.get(recipe, "test/acc")]), "val_loss": min(m.value for m in history),
+            "images_per_s": per_epoch * (len(ends) - 1) / seconds
             if seconds > 0 else float("nan"), "epochs": len(ends), "cfg": cfg, "split": split,
             "trained": len(client.get_metric_history(run.info.run_id, "train/loss")) > 0}
 
@@ -114,10 +116,10 @@ def compare(recipe: str, user: list[str], workdir: Path, seeds: list[int], epoch
         fast.append(sl["images_per_s"])
         bare_fast.append(bare.images_per_s)
         name = QUALITY[recipe].split("/")[1]
-        print(f"{recipe} seed {seed}: bare {name} {bare.quality:.4f} {bare.images_per_s:.1f} images/s "
-              f"({bare.epochs} epochs, {bare.steps} steps, best epoch {bare.best_epoch}) | scratchlab {name} "
-              f"{sl['quality']:.4f} {sl['images_per_s']:.1f} images/s ({sl['epochs']} epochs, "
-              f"trained={sl['trained']})", flush=True)
+        print(f"{recipe} seed {seed}: bare {name} {bare.quality:.4f} best val loss {bare.val_loss:.6f} "
+              f"{bare.images_per_s:.1f} images/s ({bare.epochs} epochs, {bare.steps} steps, best epoch "
+              f"{bare.best_epoch}) | scratchlab {name} {sl['quality']:.4f} best val loss {sl['val_loss']:.6f} "
+              f"{sl['images_per_s']:.1f} images/s ({sl['epochs']} epochs, trained={sl['trained']})", flush=True)
     sizes = {k: len(v[0]) for k, v in split.items()}
     delta, ratio = statistics.mean(deltas), statistics.mean(fast) / statistics.mean(bare_fast)
     print(f"{recipe}: train/val/test {sizes['train']}/{sizes['val']}/{sizes['test']} images, {epochs} epochs, "

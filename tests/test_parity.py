@@ -31,10 +31,15 @@ def test_parity_trains_both_sides_and_prints_one_summary_line(tmp_path: Path, ti
     assert 0.0 <= delta <= 1.0 and ratio > 0
     assert sum(line.startswith("parity:") for line in lines) == 1
     seed_line = next(line for line in lines if line.startswith("cnn seed 0:"))
-    bare_steps = int(re.search(r"bare acc [\d.]+ [\d.]+ images/s \(2 epochs, (\d+) steps", seed_line).group(1))
+    bare_steps = int(re.search(r"bare acc [\d.]+ best val loss [\d.]+ [\d.]+ images/s \(2 epochs, (\d+) steps",
+                               seed_line).group(1))
     n_train = int(re.search(r"^cnn: train/val/test (\d+)/", "\n".join(lines), re.M).group(1))
     assert n_train > 8 and bare_steps == 2 * (n_train // 8)  # every batch of both epochs, last partial one dropped
     assert "scratchlab acc" in seed_line and "(2 epochs, trained=True)" in seed_line
+    # Common random numbers: same initial weights, order and augmentations, so the two sides compute the same
+    # training; any bias scratchlab added (data, loss, optimizer, checkpoint choice) would show here.
+    bare_loss, sl_loss = map(float, re.findall(r"best val loss ([\d.]+)", seed_line))
+    assert sl_loss == pytest.approx(bare_loss, rel=1e-4)
 
 
 def test_parity_needs_two_epochs() -> None:
