@@ -96,7 +96,8 @@ class ClassificationMetrics(nn.Module):
 
 class SegmentationMetrics(nn.Module):
     """Pixel Dice (= pixel F1), IoU, precision, recall on the valid (unpadded) pixels, and (with
-    ``image_metrics``) image-level accuracy / precision / recall / F1 of bad from the area rule, named as in
+    ``image_metrics``) image-level accuracy / precision / recall / F1 of bad from the area rule, and AUROC /
+    average precision of the images' scores (the verdicts' maximum scratch probability), named as in
     ``ClassificationMetrics``.
 
     Everything stays on the device: padding is an ignored target value rather than a boolean selection,
@@ -115,15 +116,22 @@ class SegmentationMetrics(nn.Module):
                                     "recall": MulticlassRecall(2, average=None, validate_args=False),
                                     "f1": MulticlassF1Score(2, average=None, validate_args=False)}
                                    ) if image_metrics else None
+        self.ranking = nn.ModuleDict({"auroc": BinaryAUROC(validate_args=False),
+                                      "average_precision": BinaryAveragePrecision(validate_args=False)}
+                                     ) if image_metrics else None
 
     def update(self, probs: torch.Tensor, masks: torch.Tensor, valid: torch.Tensor,
-               image_bad: torch.Tensor | None = None, labels: torch.Tensor | None = None) -> None:
-        """``probs``/``masks``/``valid``: (B, H, W); ``image_bad``: (B,) decisions; ``labels``: (B,) 0 good 1 bad."""
+               image_bad: torch.Tensor | None = None, labels: torch.Tensor | None = None,
+               image_scores: torch.Tensor | None = None) -> None:
+        """``probs``/``masks``/``valid``: (B, H, W); ``image_bad``: (B,) decisions; ``labels``: (B,) 0 good 1 bad;
+        ``image_scores``: (B,) the verdicts' scores (higher: more likely bad)."""
         p = (probs >= self.mask_threshold).long()  # >=, as the area rule
         self.pixel.update(p, torch.where(valid, masks.long(), PADDING))
         if self.image is not None:
             for metric in self.image.values():
                 metric.update(image_bad.long(), labels.long())
+            for metric in self.ranking.values():
+                metric.update(image_scores.float(), labels.long())
 
     def compute(self) -> dict[str, torch.Tensor]:
         out = dict(self.pixel.compute())
@@ -132,9 +140,10 @@ class SegmentationMetrics(nn.Module):
             for key in ("precision", "recall", "f1"):
                 good, bad = self.image[key].compute()
                 out.update({f"{key}_good": good, f"{key}_bad": bad})
+            out.update({key: metric.compute() for key, metric in self.ranking.items()})
         return out
 
     def reset(self) -> None:
         self.pixel.reset()
-        for m in (self.image or {}).values():
+        for m in [*(self.image or {}).values(), *(self.ranking or {}).values()]:
             m.reset()

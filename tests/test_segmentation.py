@@ -99,7 +99,7 @@ def test_tiny_segmentation_run_logs_dice_and_overlays(tmp_path: Path, tiny_datas
     mlflow.set_tracking_uri(f"sqlite:///{tmp_path}/mlruns/mlflow.db")
     run = mlflow.search_runs(experiment_names=["scratchlab"]).iloc[0]
     for key in ("val/dice", "val/iou", "val/pixel_precision", "val/pixel_recall", "test/dice", "test/recall_bad",
-                "test/precision_bad", "test/f1_bad"):
+                "test/precision_bad", "test/f1_bad", "val/auroc", "test/auroc", "test/average_precision"):
         assert f"metrics.{key}" in run.index and 0.0 <= run[f"metrics.{key}"] <= 1.0, key
     names = {a.path for a in MlflowClient().list_artifacts(run.run_id, "val_overlays")}
     assert names == {"val_overlays/epoch_000.png"}
@@ -209,3 +209,19 @@ def test_native_size_evaluation_batches_share_one_input_shape(tmp_path: Path) ->
         assert sorted(seen) == sorted(str(s.image) for s in dm.splits[split])  # every image once
     assert len(shapes) > 1  # the tiny images come in several input shapes
     assert len(dm.train_dataloader()) == len(dm.splits["train"]) // 4  # training batches stay mixed and full
+
+
+def test_segmenter_image_auroc_ranks_the_verdict_scores() -> None:
+    from scratchlab.task_metrics import SegmentationMetrics
+
+    probs, masks = torch.zeros(4, 8, 8), torch.zeros(4, 8, 8)
+    valid, labels = torch.ones(4, 8, 8, dtype=torch.bool), torch.tensor([0, 0, 1, 1])
+    bad = torch.tensor([False, True, True, True])  # one false alarm at the decision, yet the scores rank perfectly
+    metrics = SegmentationMetrics()
+    metrics.update(probs, masks, valid, bad, labels, torch.tensor([0.1, 0.4, 0.6, 0.9]))
+    out = metrics.compute()
+    assert out["auroc"] == pytest.approx(1.0) and out["average_precision"] == pytest.approx(1.0)
+    assert out["precision_bad"] == pytest.approx(2 / 3)
+    metrics.reset()
+    metrics.update(probs, masks, valid, bad, labels, torch.tensor([0.9, 0.6, 0.4, 0.1]))
+    assert metrics.compute()["auroc"] == pytest.approx(0.0)

@@ -54,13 +54,15 @@ def compute_metrics(preds: Predictions, params: DecisionParams) -> dict[str, flo
         metrics.update(torch.from_numpy(np.asarray(preds.probs, np.float32)), torch.from_numpy(preds.labels))
     else:
         metrics = SegmentationMetrics(params.mask_threshold)
-        bad = torch.tensor([v.is_bad for v in preds.verdicts(params)])
+        verdicts = preds.verdicts(params)
+        bad = torch.tensor([v.is_bad for v in verdicts])
+        scores = torch.tensor([v.score for v in verdicts])
         for start in range(0, len(preds), CHUNK):
             idx = range(start, min(start + CHUNK, len(preds)))
             probs = torch.cat([torch.from_numpy(preds.prob_map(i)).flatten() for i in idx])[None, None]
             masks = torch.cat([torch.from_numpy(preds.masks[i]).flatten() for i in idx]).float()[None, None]
             metrics.update(probs, masks, torch.ones_like(probs, dtype=torch.bool), bad[start:start + len(idx)],
-                           torch.from_numpy(preds.labels[start:start + len(idx)] > 0))
+                           torch.from_numpy(preds.labels[start:start + len(idx)] > 0), scores[start:start + len(idx)])
     out = {k: float(v) for k, v in metrics.compute().items()}
     out.update(preds.extra_metrics)
     out["n_images"] = float(len(preds))

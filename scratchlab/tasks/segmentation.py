@@ -135,7 +135,8 @@ class SegmentationTask(BaseTask):
             raws, verdicts = self.batch_verdicts(batch, self.reused_maps(batch, probs))
             probs = self.maps_to_batch(raws, probs)
             image_bad = torch.tensor([v.is_bad for v in verdicts], device=probs.device)
-            self.stage_metrics(stage).update(probs, batch["mask"], valid, image_bad, batch["label"] > 0)
+            scores = torch.tensor([v.score for v in verdicts], device=probs.device)
+            self.stage_metrics(stage).update(probs, batch["mask"], valid, image_bad, batch["label"] > 0, scores)
         self.log_loss(stage, loss, len(probs))
         return loss, probs, verdicts
 
