@@ -54,7 +54,7 @@ def _example_input(pre: Preprocess) -> torch.Tensor:
     elif pre.image_size is None:
         h, w = 2 * pre.pad_multiple, 3 * pre.pad_multiple
     else:  # a fixed-size head (the custom CNN) needs its own size
-        h = w = -(-pre.image_size // pre.pad_multiple) * pre.pad_multiple
+        h, w = pre.padded(pre.image_size, pre.image_size)
     return torch.randint(0, 256, (1, h, w, 3), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
 
 

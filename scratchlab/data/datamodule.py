@@ -174,8 +174,7 @@ class ScratchDataModule(pl.LightningDataModule):
         if not shuffle and self.preprocess.resize == "pad" and not self._distributed():
             # Native-size evaluation batches hold images of one input shape: none is padded beyond its own
             # input, and a segmenter judges each image from the batch's own forward pass.
-            return DataLoader(dataset, batch_sampler=shape_batches(self._input_shapes(split), self.batch_size),
-                              generator=torch.Generator().manual_seed(self.seed), **common)
+            return DataLoader(dataset, batch_sampler=shape_batches(self._input_shapes(split), self.batch_size), **common)
         # A last training batch of one image breaks batch norm; drop it when there is more than one batch.
         drop_last = shuffle and len(dataset) > self.batch_size
         return DataLoader(dataset, batch_size=self.batch_size, drop_last=drop_last,
@@ -186,12 +185,12 @@ class ScratchDataModule(pl.LightningDataModule):
 
     def _input_shapes(self, split: str) -> list[tuple[int, int]]:
         """Each image's network input (H, W) at native size: its content rounded up to ``pad_multiple``."""
-        m, known, shapes = self.preprocess.pad_multiple, {}, []
+        known, shapes = {}, []
         for s in self.splits[split]:
             width, height, _ = image_info(s.image)
             if (height, width) not in known:
                 y0, y1, x0, x1 = content_box(self.preprocess, height, width)
-                known[height, width] = (-(-(y1 - y0) // m) * m, -(-(x1 - x0) // m) * m)
+                known[height, width] = self.preprocess.padded(y1 - y0, x1 - x0)
             shapes.append(known[height, width])
         return shapes
 

@@ -19,7 +19,7 @@ def cache_bytes(pre: Preprocess, count: int) -> int | None:
     before reading (native-resolution ``resize=pad``)."""
     if pre.image_size is None:
         return None
-    side = -(-pre.image_size // pre.pad_multiple) * pre.pad_multiple if pre.resize == "pad" else pre.image_size
+    side = pre.padded(pre.image_size, pre.image_size)[0] if pre.resize == "pad" else pre.image_size
     return count * side * side * 4
 
 

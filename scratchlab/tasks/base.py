@@ -69,8 +69,7 @@ def input_shape(pre: Preprocess, content: tuple[int, int], batch_shape: tuple[in
     """The (H, W) an image's own network input has: a padded batch holds extra padding for the largest image."""
     if pre.resize != "pad":
         return batch_shape
-    m = pre.pad_multiple
-    return -(-content[0] // m) * m, -(-content[1] // m) * m
+    return pre.padded(*content)
 
 
 def content_size(pre: Preprocess, height: int, width: int) -> tuple[int, int]:
