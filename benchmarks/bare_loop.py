@@ -147,7 +147,7 @@ def pad_batch(items: list) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     also the (B, H, W) pixels that belong to an image."""
     height = -(-max(it[2] for it in items) // 32) * 32
     width = -(-max(it[3] for it in items) // 32) * 32
-    black = (-MEAN / STD).expand(3, height, width)
+    black = to_tensor(np.zeros((1, 1, 3), np.uint8)).expand(3, height, width)
     images = torch.stack([black.clone() for _ in items])
     masks = torch.zeros(len(items), height, width)
     valid = torch.zeros(len(items), height, width, dtype=torch.bool)

@@ -42,6 +42,17 @@ def test_parity_trains_both_sides_and_prints_one_summary_line(tmp_path: Path, ti
     assert sl_loss == pytest.approx(bare_loss, rel=1e-4)
 
 
+def test_segmentation_recipe_computes_the_same_training_on_both_sides(tmp_path: Path, tiny_dataset: Path,
+                                                                      capsys: pytest.CaptureFixture) -> None:
+    """The U-Net recipe on native-size padded batches: same validation loss and test Dice on both sides."""
+    _parity_module().main(["--recipes", "unet", "--epochs", "2", "--seeds", "0", "--workdir", str(tmp_path / "work"),
+                           "data=folder", f"data.root={tiny_dataset}", "data.num_workers=0", "data.batch_size=8"])
+    seed_line = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("unet seed 0:"))
+    bare_loss, sl_loss = map(float, re.findall(r"best val loss ([\d.]+)", seed_line))
+    bare_dice, sl_dice = map(float, re.findall(r"dice ([\d.]+)", seed_line))
+    assert sl_loss == pytest.approx(bare_loss, rel=1e-4) and sl_dice == pytest.approx(bare_dice, abs=1e-3)
+
+
 def test_parity_needs_two_epochs() -> None:
     with pytest.raises(SystemExit):
         _parity_module().main(["--epochs", "1"])

@@ -75,6 +75,15 @@ def test_rotation_fills_with_the_padding_black_and_the_mask_follows(tmp_path: Pa
     assert moved.sum() > 0 and (ink & moved).sum() / (ink | moved).sum() > 0.7  # the mask moved with the ink
 
 
+def test_batch_padding_is_bit_for_bit_the_black_the_geometry_pads_with() -> None:
+    """Batches of native-size inputs are padded with ``pad_value``; it must equal, to the bit, the normalized
+    black that ``pad`` puts inside each image, or two kinds of padding reach the network."""
+    pre = Preprocess(None, resize="pad")
+    out = build_transform(pre)(image=np.full((20, 40, 3), 200, np.uint8))["image"]
+    assert out.shape[-2:] == (32, 64)
+    assert tuple(out[:, -1, -1].tolist()) == pre.pad_value()
+
+
 @pytest.mark.parametrize("node, message", [
     ({"_target_": "albumentations.RandomResizedCrop", "size": [100, 100], "scale": [0.8, 1.0]}, "cuts off"),
     ({"_target_": "albumentations.RandomCrop", "height": 50, "width": 50}, "cuts off"),

@@ -73,9 +73,16 @@ class Preprocess:
         return [A.LongestMaxSize(max_size=size, interpolation=cv2.INTER_AREA),
                 A.PadIfNeeded(size, size, border_mode=0, fill=0, fill_mask=0)]
 
+    def padded(self, height: int, width: int) -> tuple[int, int]:
+        """(height, width) rounded up to ``pad_multiple``: the network input of content that size under ``pad``."""
+        m = self.pad_multiple
+        return -(-height // m) * m, -(-width // m) * m
+
     def pad_value(self) -> tuple[float, ...]:
-        """What a black (0) pixel becomes after normalization: the fill for padding normalized tensors."""
-        return tuple(-m / s for m, s in zip(self.mean, self.std))
+        """What a black (0) pixel becomes after normalization, to the bit: the fill for padding normalized
+        tensors, equal to the padding the geometry adds before normalizing."""
+        black = np.zeros((1, 1, len(self.mean)), np.uint8)
+        return tuple(float(v) for v in A.Normalize(mean=self.mean, std=self.std)(image=black)["image"][0, 0])
 
     def tail(self) -> list[A.BasicTransform]:
         return [A.Normalize(mean=self.mean, std=self.std), ToTensorV2()]
