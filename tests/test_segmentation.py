@@ -211,6 +211,23 @@ def test_native_size_evaluation_batches_share_one_input_shape(tmp_path: Path) ->
     assert len(dm.train_dataloader()) == len(dm.splits["train"]) // 4  # training batches stay mixed and full
 
 
+@pytest.mark.parametrize("augment, crop", [("none", False), ("crops", True)])
+def test_training_pixels_count_as_content_only_where_the_image_is_cropped(tmp_path: Path, tiny_dataset: Path,
+                                                                         augment: str, crop: bool) -> None:
+    """Training pixel metrics skip the padding of native-size inputs; a crop is all content."""
+    from scratchlab.builders import build_datamodule
+
+    dm = build_datamodule(compose("train", tiny_overrides(tmp_path, tiny_dataset) + [
+        "model=unet", "model.image_size=null", "data.resize=pad", f"augment={augment}", "data.crop_size=32"]))
+    dm.prepare_data()
+    dm.setup("fit")
+    train = dm.datasets["train"]
+    for i in range(4):
+        item, (height, width) = train[i], (int(v) for v in train[i]["original_size"])
+        assert tuple(item["size"].tolist()) == ((32, 32) if crop else (height, width)), augment
+        assert crop or tuple(item["image"].shape[-2:]) != (height, width)  # native inputs are padded to 32
+
+
 def test_segmenter_image_auroc_ranks_the_verdict_scores() -> None:
     from scratchlab.task_metrics import SegmentationMetrics
 

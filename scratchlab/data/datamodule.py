@@ -17,7 +17,7 @@ from scratchlab.data.io import image_info, read_mask
 from scratchlab.data.dataset import ImageDataset, pad_collate, seeded_loading, shape_batches
 from scratchlab.data.memory_cache import CachedImageDataset, cache_bytes
 from scratchlab.data.splits import split_samples, splits_to_frame
-from scratchlab.data.transforms import Preprocess, build_transform, content_box
+from scratchlab.data.transforms import Preprocess, build_transform, content_box, holds_crop
 from scratchlab.data.types import SampleIndex
 from scratchlab.errors import ConfigError, DataError
 
@@ -109,7 +109,7 @@ class ScratchDataModule(pl.LightningDataModule):
             else:
                 self.datasets[name] = ImageDataset(self.splits[name], transform, self.mask_threshold, self.preprocess)
             self.datasets[name].instance_min_area = self.instance_min_area
-            self.datasets[name].crops = self.train_crops and name == "train"
+            self.datasets[name].crops = name == "train" and self.train_crops and holds_crop(transform)
 
     def _cache_wanted(self, count: int) -> bool:
         """Keep the images in memory after resizing: always (true), never (false), or when ``count`` of them

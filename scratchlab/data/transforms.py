@@ -132,6 +132,13 @@ def _check_augmentation(name: str, transform: A.BasicTransform, crops: bool = Fa
                               f"the black of the padding (masks: no scratch)")
 
 
+def holds_crop(transform: A.BasicTransform | A.BaseCompose) -> bool:
+    """Whether ``transform`` (or anything it holds) crops: its outputs are then crops, all of them content."""
+    if isinstance(transform, (BaseCrop, _BaseRandomSizedCrop)):
+        return True
+    return any(holds_crop(inner) for inner in getattr(transform, "transforms", None) or [])
+
+
 def build_transform(pre: Preprocess, augment: Mapping | None = None, train: bool = False,
                     seed: int | None = None, geometry: bool = True, crops: bool = False) -> A.Compose:
     """Geometry (resize / letterbox / pad) first, then the training augmentations at the network's input
