@@ -213,3 +213,20 @@ def test_bad_text_statistics_resemble_real_data() -> None:
         regions.append(cv2.connectedComponents(mask.astype(np.uint8), connectivity=8)[0] - 1)
     assert 0.005 <= np.median(cover) <= 0.08
     assert min(cover) > 0 and 1 <= np.median(regions) <= 4
+
+
+def test_metal_gouges_run_bright_along_the_rolling_axis() -> None:
+    """A wide bright gouge (band_prob=1) brightens a long stripe along an image axis, where the rolling runs;
+    the rest of the photo is the same as without it."""
+    base = MetalParams(jpeg_prob=0.0, contrast=(60.0, 60.0), band_width=(16.0, 16.0), band_length=(1.2, 1.2),
+                       band_strength=(2.0, 2.0))
+    for seed in range(4):
+        gouged = render_metal(seed, True, dataclasses.replace(base, band_prob=1.0)).image[:, :, 0].astype(int)
+        plain = render_metal(seed, True, dataclasses.replace(base, band_prob=0.0)).image[:, :, 0].astype(int)
+        diff = gouged - plain
+        assert diff.min() >= -1  # only brighter
+        n, labels, stats, _ = cv2.connectedComponentsWithStats((diff > 10).astype(np.uint8))
+        stripe = (labels == 1 + int(stats[1:, cv2.CC_STAT_AREA].argmax())).astype(np.uint8)
+        (_, _), (a, b), angle = cv2.minAreaRect(cv2.findNonZero(stripe))
+        assert max(a, b) >= 0.6 * min(diff.shape) and min(a, b) >= 8, (seed, a, b)
+        assert min(angle % 90, 90 - angle % 90) < 8, (seed, angle)  # along an image axis

@@ -1,5 +1,5 @@
 """Synthetic rolled-steel surfaces, optionally scratched (bright specular lines, dark grooves or meandering
-cracks, sometimes with a wide glint band).
+cracks, often with a wide bright gouge along the rolling axis).
 
 As for printed codes, the surface is drawn once from its own random sub-streams and the clean and
 the scratched photo are composed from it, so the mask is exactly the set of pixels that changed. Hard
@@ -139,11 +139,14 @@ def render_metal(seed: int, bad: bool, params: MetalParams | None = None) -> Syn
     for damage in maps:
         bright = not cracks and bool(scratch_rng.uniform() < p.bright_prob)
         scratched = app.metal_scratch(scratched, damage, texture, contrast, bright)
-    if scratch_rng.uniform() < p.band_prob:  # a wide soft glint, as where a scratch's flank catches the light
-        band = replace(p.scratch, count=(1, 1), width=p.band_width, curvature=0.02, taper=0.05, patch_prob=0.0)
-        damage = place_scratches(scratch_rng, (h, w), band, sensitivity, angle)[0]
+    if scratch_rng.uniform() < p.band_prob:  # a wide soft glint, as where a gouge's flank catches the light
+        band = replace(p.scratch, count=(1, 1), width=p.band_width, length=p.band_length, curvature=0.02,
+                       taper=0.05, patch_prob=0.0)
+        along = lambda rng: roll + math.radians(rng.uniform(-3, 3))  # noqa: E731 - gouges run with the rolling
+        damage = place_scratches(scratch_rng, (h, w), band, sensitivity, along)[0]
         damage = cv2.GaussianBlur(damage, (0, 0), float(scratch_rng.uniform(1.5, 3.5)))
-        scratched = app.metal_scratch(scratched, damage * 0.7, texture, contrast, True)
+        strength = float(scratch_rng.uniform(*p.band_strength))
+        scratched = app.metal_scratch(scratched, damage * strength, texture, contrast, True)
     result = finish(clean, to_rgb(photo(scratched)), p.scratch, scratch_rng)
     result.image = stored(result.image)
     return result

@@ -108,9 +108,11 @@ class MetalParams:
     noise: tuple[float, float] = (1.0, 3.5)  # sensor noise std, gray levels
     along_grain_prob: float = 0.5  # chance a scratch follows the rolling direction (+-10 degrees)
     bright_prob: float = 0.5  # chance a scratch is a bright specular line (else a dark groove)
-    contrast: tuple[float, float] = (12.0, 80.0)  # scratch contrast, gray levels
-    band_prob: float = 0.15  # chance a bad image also gets a wide soft glint band along a scratch
-    band_width: tuple[float, float] = (5.0, 14.0)  # its width, px
+    contrast: tuple[float, float] = (12.0, 100.0)  # scratch contrast, gray levels
+    band_prob: float = 0.5  # chance a bad image also gets a wide bright gouge along the rolling axis
+    band_width: tuple[float, float] = (6.0, 30.0)  # its width, px
+    band_length: tuple[float, float] = (0.8, 1.5)  # its length, fraction of the image diagonal (log-uniform)
+    band_strength: tuple[float, float] = (1.2, 3.0)  # its brightness, times the scratch contrast
     crack_prob: float = 0.25  # chance a bad image's grooves are meandering dark cracks instead
     # domain randomisation and hard negatives (in good and bad images alike)
     gamma: tuple[float, float] = (0.7, 1.4)  # camera response exponent
