@@ -5,6 +5,7 @@ from typing import Any
 
 import pytorch_lightning as pl
 from pytorch_lightning.callbacks import EMAWeightAveraging as _LightningEMA
+from pytorch_lightning.callbacks import ModelCheckpoint
 
 
 class EMAWeightAveraging(_LightningEMA):
@@ -24,3 +25,27 @@ class EMAWeightAveraging(_LightningEMA):
                            checkpoint: dict[str, Any]) -> None:
         if self._average_model is not None:  # resuming a fit; otherwise the state_dict already is the average
             super().on_load_checkpoint(trainer, pl_module, checkpoint)
+
+
+class EpochCheckpoint(ModelCheckpoint):
+    """Lightning's ``ModelCheckpoint`` whose ``last.ckpt`` holds the last finished epoch.
+
+    Lightning writes ``last.ckpt`` only when it also writes a top-k checkpoint, so after epochs that did not
+    improve the monitored metric it still held an older epoch, and an interrupted run lost the epochs since.
+    Here every epoch that did not save a top-k checkpoint writes ``last.ckpt`` on its own.
+    """
+
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        super().on_validation_end(trainer, pl_module)
+        if not self._should_save_on_train_epoch_end(trainer):
+            self._save_last_of_epoch(trainer)
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        super().on_train_epoch_end(trainer, pl_module)
+        if self._should_save_on_train_epoch_end(trainer):
+            self._save_last_of_epoch(trainer)
+
+    def _save_last_of_epoch(self, trainer: pl.Trainer) -> None:
+        if self.save_last and not self._should_skip_saving_checkpoint(trainer) \
+                and self._last_global_step_saved != trainer.global_step:
+            self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))

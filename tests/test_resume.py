@@ -105,3 +105,20 @@ def test_concurrent_runs_share_only_the_mlflow_store(tmp_path: Path, tiny_datase
         files = {a.path for a in client.list_artifacts(run.info.run_id)}
         assert {"training_curves.png", "split.csv", "config", "checkpoints"} <= files
         assert run.data.tags["hydra.output_dir"] in {str(f) for f in folders}
+
+
+def test_last_checkpoint_holds_the_last_epoch_even_when_it_did_not_improve(tmp_path: Path,
+                                                                           tiny_dataset: Path) -> None:
+    """last.ckpt is what an interrupted run continues from: the last finished epoch, not the last best one."""
+    import torch
+
+    from scratchlab.config import compose
+    from scratchlab.training import run_training
+
+    # mode=max on the validation loss: the first epoch is the best, every later one is not
+    run_training(compose("train", [*tiny_overrides(tmp_path, tiny_dataset), "trainer.max_epochs=3",
+                                   "callbacks=no_early_stopping", "callbacks.model_checkpoint.mode=max"]))
+    folder = tmp_path / "logs" / "run" / "checkpoints"
+    epochs = {name: torch.load(folder / name, map_location="cpu", weights_only=True)["epoch"]
+              for name in ("best.ckpt", "last.ckpt")}
+    assert epochs["best.ckpt"] < 2 and epochs["last.ckpt"] == 2, epochs
