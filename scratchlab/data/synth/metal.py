@@ -129,6 +129,9 @@ def render_metal(seed: int, bad: bool, params: MetalParams | None = None) -> Syn
             return roll + math.radians(rng.uniform(-10, 10))
         return rng.uniform(0, math.pi)
 
+    def along_rolling(rng: np.random.Generator) -> float:
+        return roll + math.radians(rng.uniform(-3, 3))
+
     contrast = float(scratch_rng.uniform(*p.contrast))
     texture = relief / max(float(relief.std()), 1e-6)
     cracks = bool(scratch_rng.uniform() < p.crack_prob)
@@ -142,8 +145,7 @@ def render_metal(seed: int, bad: bool, params: MetalParams | None = None) -> Syn
     if scratch_rng.uniform() < p.band_prob:  # a wide soft glint, as where a gouge's flank catches the light
         band = replace(p.scratch, count=(1, 1), width=p.band_width, length=p.band_length, curvature=0.02,
                        taper=0.05, patch_prob=0.0)
-        along = lambda rng: roll + math.radians(rng.uniform(-3, 3))  # noqa: E731 - gouges run with the rolling
-        damage = place_scratches(scratch_rng, (h, w), band, sensitivity, along)[0]
+        damage = place_scratches(scratch_rng, (h, w), band, sensitivity, along_rolling)[0]
         damage = cv2.GaussianBlur(damage, (0, 0), float(scratch_rng.uniform(1.5, 3.5)))
         strength = float(scratch_rng.uniform(*p.band_strength))
         scratched = app.metal_scratch(scratched, damage * strength, texture, contrast, True)
