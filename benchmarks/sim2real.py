@@ -5,10 +5,12 @@ then, on each real set, compare real-only training with synthetic pre-training +
 (data.synthetic_fraction, metal appearance). Every number is test AUROC on the same real test split.
 
     python benchmarks/sim2real.py --neu ../shared/data/neu_det --magnetic-tile ../shared/data/magnetic_tile
-    python benchmarks/sim2real.py --neu PATH --only zero_shot --epochs 8 model=unet model.encoder_name=resnet18
+    # a segmenter, zero-shot only:
+    python benchmarks/sim2real.py model=unet model.encoder_name=tu-mobilenetv3_small_050 model.image_size=128 loss=bce_dice optimizer=adamw optimizer.lr=3e-3 --neu PATH --only zero_shot
 
-Any other argument is a Hydra override of every training (the model, for one). Prints one table row per
-(real set, regime) and ends with one line:
+Any other argument is a Hydra override of every training (the model, for one); put them before
+``--only``, which takes the words after it up to the next option. Prints one table row per (real set,
+regime) and ends with one line:
 
     sim2real: <set>_<regime>_auroc=<value> ...
 
