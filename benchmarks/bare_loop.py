@@ -95,6 +95,9 @@ def to_tensor(image: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(NORMALIZE(image=image)["image"]).permute(2, 0, 1).contiguous()
 
 
+BLACK = to_tensor(np.zeros((1, 1, 3), np.uint8))  # a black pixel, normalized: what padding holds
+
+
 class Images(Dataset):
     """(image, label) at ``size`` x ``size`` (classification) or (image, mask, height, width) scaled so the
     longest side is ``size`` and padded to a multiple of 32 (segmentation)."""
@@ -147,7 +150,7 @@ def pad_batch(items: list) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     also the (B, H, W) pixels that belong to an image."""
     height = -(-max(it[2] for it in items) // 32) * 32
     width = -(-max(it[3] for it in items) // 32) * 32
-    black = to_tensor(np.zeros((1, 1, 3), np.uint8)).expand(3, height, width)
+    black = BLACK.expand(3, height, width)
     images = torch.stack([black.clone() for _ in items])
     masks = torch.zeros(len(items), height, width)
     valid = torch.zeros(len(items), height, width, dtype=torch.bool)

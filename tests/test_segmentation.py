@@ -223,7 +223,8 @@ def test_training_pixels_count_as_content_only_where_the_image_is_cropped(tmp_pa
     dm.setup("fit")
     train = dm.datasets["train"]
     for i in range(4):
-        item, (height, width) = train[i], (int(v) for v in train[i]["original_size"])
+        item = train[i]
+        height, width = item["original_size"].tolist()
         assert tuple(item["size"].tolist()) == ((32, 32) if crop else (height, width)), augment
         assert crop or tuple(item["image"].shape[-2:]) != (height, width)  # native inputs are padded to 32
 
