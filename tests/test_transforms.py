@@ -98,6 +98,15 @@ def test_framing_changes_and_coloured_borders_are_refused(node: dict, message: s
     build_transform(Preprocess(100), {"bad": node}, train=False)  # evaluation never augments
 
 
+def test_crops_the_network_cannot_take_are_refused_with_a_size_that_fits(tmp_path: Path) -> None:
+    """Whole images are padded to multiples of 32; training crops are not, so their side must be one."""
+    cfg = compose("train", ["augment=crops", "data.crop_size=100", f"hydra.run.dir={tmp_path}/r"])
+    node = OmegaConf.to_container(cfg.data.augment, resolve=True)
+    with pytest.raises(ConfigError, match=r"crops of 100x100 px .* multiples of 32; set data.crop_size=96"):
+        build_transform(Preprocess(None, resize="pad"), node, train=True, crops=True)
+    build_transform(Preprocess(None, resize="pad"), node, train=False, crops=True)  # evaluation never crops
+
+
 def test_segmenters_train_on_crops_that_keep_the_mask_exact(tmp_path: Path) -> None:
     """augment=crops: 128x128 crops of the padded image, the mask cropped alike; small images padded black."""
     node = preset(tmp_path, "crops")

@@ -146,8 +146,24 @@ def build_transform(pre: Preprocess, augment: Mapping | None = None, train: bool
     every step. Evaluation and prediction (``train=False``) get geometry and normalization only;
     ``geometry=False`` leaves the geometry out, for images kept in memory already resized; ``crops`` allows crop
     augmentations (models that learn from pixel masks)."""
-    steps = (pre.geometry() if geometry else []) + (build_augmentations(augment, crops) if train else []) + pre.tail()
+    augmentations = build_augmentations(augment, crops) if train else []
+    for transform in augmentations:
+        _check_crop_multiple(transform, pre.pad_multiple)
+    steps = (pre.geometry() if geometry else []) + augmentations + pre.tail()
     return A.Compose(steps, seed=seed)
+
+
+def _check_crop_multiple(transform: A.BasicTransform | A.BaseCompose, multiple: int) -> None:
+    """Refuse crops whose sides the network cannot take: whole images are padded to ``multiple``, crops are not."""
+    for inner in getattr(transform, "transforms", None) or []:
+        _check_crop_multiple(inner, multiple)
+    sides = [getattr(transform, key, None) for key in ("height", "width")]
+    if isinstance(transform, BaseCrop) and any(isinstance(v, int) and v % multiple for v in sides):
+        size = max(v for v in sides if isinstance(v, int))
+        fit = max(multiple, round(size / multiple) * multiple)
+        raise ConfigError(f"training crops of {sides[0]}x{sides[1]} px do not fit the network, whose input sides "
+                          f"must be multiples of {multiple}; set data.crop_size={fit} (or another multiple of "
+                          f"{multiple})")
 
 
 @lru_cache(maxsize=256)
