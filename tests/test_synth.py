@@ -24,6 +24,7 @@ from scratchlab.data.synth import (
     render_text,
     write_synthetic_dataset,
 )
+from scratchlab.data.synth import geometry
 from scratchlab.data.synth import writer as writer_mod
 from scratchlab.data.synth.params import params_from_dict, params_to_dict
 from scratchlab.data.types import BINARY_CLASSES
@@ -230,3 +231,21 @@ def test_metal_gouges_run_bright_along_the_rolling_axis() -> None:
         (_, _), (a, b), angle = cv2.minAreaRect(cv2.findNonZero(stripe))
         assert max(a, b) >= 0.6 * min(diff.shape) and min(a, b) >= 8, (seed, a, b)
         assert min(angle % 90, 90 - angle % 90) < 8, (seed, angle)  # along an image axis
+
+
+def _turning(points: np.ndarray) -> float:
+    """Mean absolute change of direction between consecutive segments of a polyline, radians."""
+    step = np.diff(points, axis=0)
+    heading = np.unwrap(np.arctan2(step[:, 1], step[:, 0]))
+    return float(np.abs(np.diff(heading)).mean())
+
+
+def test_cracks_zigzag_where_scratches_run_smooth() -> None:
+    """``meander`` zigzags a centre line over a few px (cracks); the metal generator takes crack shapes from
+    ``crack``, set in the config like ``scratch``."""
+    args = dict(anchor=(100.0, 100.0), angle=0.3, length=150.0, curvature=0.3, jitter=2.0)
+    smooth = [_turning(geometry.centerline(np.random.default_rng(s), **args)) for s in range(8)]
+    zigzag = [_turning(geometry.centerline(np.random.default_rng(s), **args, meander=0.8)) for s in range(8)]
+    assert min(zigzag) > 3 * max(smooth), (smooth, zigzag)
+    params = params_from_dict(MetalParams, {"crack": {"width": [3.0, 3.0], "meander": 1.5}})
+    assert params.crack.width == (3.0, 3.0) and params.crack.meander == 1.5 and params.scratch.meander == 0.0

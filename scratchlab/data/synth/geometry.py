@@ -27,9 +27,11 @@ def _smooth_noise(rng: np.random.Generator, n: int, corr: float) -> np.ndarray:
 
 
 def centerline(
-    rng: np.random.Generator, anchor: tuple[float, float], angle: float, length: float, curvature: float, jitter: float
+    rng: np.random.Generator, anchor: tuple[float, float], angle: float, length: float, curvature: float, jitter: float,
+    meander: float = 0.0,
 ) -> np.ndarray:
-    """Points ``(N, 2)`` of a jittered cubic Bezier of about ``length`` px passing through ``anchor``."""
+    """Points ``(N, 2)`` of a jittered cubic Bezier of about ``length`` px passing through ``anchor``: ``jitter``
+    wobbles it sideways over a third of its length, ``meander`` zigzags it over a few px, as a crack runs."""
     d = np.array([math.cos(angle), math.sin(angle)])
     nrm = np.array([-d[1], d[0]])
     p0 = np.asarray(anchor, float) - d * length * rng.uniform(0.15, 0.85)
@@ -40,11 +42,14 @@ def centerline(
     pts = (
         (1 - t) ** 3 * ctrl[0] + 3 * (1 - t) ** 2 * t * ctrl[1] + 3 * (1 - t) * t**2 * ctrl[2] + t**3 * ctrl[3]
     )
-    if jitter > 0 and n > 8:
+    if (jitter > 0 or meander > 0) and n > 8:
         tangent = np.gradient(pts, axis=0)
         tangent /= np.maximum(np.linalg.norm(tangent, axis=1, keepdims=True), 1e-9)
         normals = np.stack([-tangent[:, 1], tangent[:, 0]], axis=1)
-        pts = pts + normals * (_smooth_noise(rng, n, max(3.0, n / 3)) * jitter)[:, None]
+        offset = _smooth_noise(rng, n, max(3.0, n / 3)) * jitter
+        if meander > 0:
+            offset = offset + _smooth_noise(rng, n, 2.0) * meander
+        pts = pts + normals * offset[:, None]
     return pts
 
 
@@ -81,7 +86,7 @@ def stroke(
     diag = math.hypot(*shape)
     lo, hi = params.length
     length = max(4.0, diag * math.exp(rng.uniform(math.log(lo), math.log(hi))))
-    pts = centerline(rng, anchor, angle, length, params.curvature, params.jitter)
+    pts = centerline(rng, anchor, angle, length, params.curvature, params.jitter, params.meander)
     n = len(pts)
     wlo, whi = params.width
     width = wlo + (whi - wlo) * rng.uniform() ** params.width_power

@@ -135,7 +135,7 @@ def render_metal(seed: int, bad: bool, params: MetalParams | None = None) -> Syn
     contrast = float(scratch_rng.uniform(*p.contrast))
     texture = relief / max(float(relief.std()), 1e-6)
     cracks = bool(scratch_rng.uniform() < p.crack_prob)
-    shape = replace(p.scratch, curvature=0.3, jitter=2.0, width=(1.0, 2.5)) if cracks else p.scratch
+    shape = p.crack if cracks else p.scratch
     sensitivity = np.full((h, w), contrast, np.float32)
     maps = place_scratches(scratch_rng, (h, w), shape, sensitivity, angle)
     scratched = surface

@@ -31,6 +31,7 @@ class ScratchParams:
     length: tuple[float, float] = (0.05, 0.8)  # stroke length, fraction of the image diagonal (log-uniform)
     curvature: float = 0.2  # Bezier control-point offset, fraction of the length (std)
     jitter: float = 0.5  # low-frequency sideways wobble of the centre line, px (std)
+    meander: float = 0.0  # high-frequency sideways zigzag of the centre line (cracks), px (std)
     taper: float = 0.25  # fraction of the length over which each end thins to a point
     strength: tuple[float, float] = (0.4, 0.95)  # fraction of ink/texture removed at the stroke centre
     strength_wobble: float = 0.3  # relative variation of the strength along a stroke
@@ -113,7 +114,7 @@ class MetalParams:
     band_width: tuple[float, float] = (6.0, 30.0)  # its width, px
     band_length: tuple[float, float] = (0.8, 1.5)  # its length, fraction of the image diagonal (log-uniform)
     band_strength: tuple[float, float] = (1.2, 3.0)  # its brightness, times the scratch contrast
-    crack_prob: float = 0.25  # chance a bad image's grooves are meandering dark cracks instead
+    crack_prob: float = 0.25  # chance a bad image's grooves are meandering dark cracks (shape: ``crack``) instead
     # domain randomisation and hard negatives (in good and bad images alike)
     gamma: tuple[float, float] = (0.7, 1.4)  # camera response exponent
     pits: tuple[int, int] = (0, 10)  # small dark pits (1-2 px) per image
@@ -135,6 +136,23 @@ class MetalParams:
             mask_close=0,
         )
     )
+    crack: ScratchParams = field(
+        default_factory=lambda: ScratchParams(
+            count=(1, 5),
+            count_p=0.5,
+            width=(1.0, 2.5),
+            width_power=1.5,
+            length=(0.1, 1.0),
+            curvature=0.3,
+            jitter=2.0,
+            meander=0.8,
+            strength=(0.65, 1.0),
+            patch_prob=0.1,
+            patch_radius=(6.0, 20.0),
+            mask_dilate=(1, 1),
+            mask_close=0,
+        )
+    )
 
 
 P = TypeVar("P", TextParams, MetalParams, ScratchParams)
@@ -149,7 +167,7 @@ def params_from_dict(cls: type[P], values: dict[str, Any] | None) -> P:
         raise ConfigError(f"unknown {cls.__name__} setting(s) {unknown}; known: {sorted(known)}")
     kwargs: dict[str, Any] = {}
     for name, value in values.items():
-        if name == "scratch":
+        if known[name].type in ("ScratchParams", ScratchParams):
             kwargs[name] = value if isinstance(value, ScratchParams) else params_from_dict(ScratchParams, value)
         elif isinstance(value, list):
             kwargs[name] = tuple(value)
