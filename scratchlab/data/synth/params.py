@@ -121,38 +121,16 @@ class MetalParams:
     inclusions: tuple[int, int] = (0, 2)  # short dark inclusions elongated along the rolling axis
     jpeg_prob: float = 0.5  # chance the photo was stored as JPEG (after the mask is taken)
     jpeg_quality: tuple[int, int] = (60, 95)
-    scratch: ScratchParams = field(
-        default_factory=lambda: ScratchParams(
-            count=(1, 5),
-            count_p=0.5,
-            width=(1.0, 4.0),
-            width_power=1.5,
-            length=(0.1, 1.0),
-            curvature=0.08,
-            strength=(0.65, 1.0),
-            patch_prob=0.1,
-            patch_radius=(6.0, 20.0),
-            mask_dilate=(1, 1),
-            mask_close=0,
-        )
-    )
-    crack: ScratchParams = field(
-        default_factory=lambda: ScratchParams(
-            count=(1, 5),
-            count_p=0.5,
-            width=(1.0, 2.5),
-            width_power=1.5,
-            length=(0.1, 1.0),
-            curvature=0.3,
-            jitter=2.0,
-            meander=0.8,
-            strength=(0.65, 1.0),
-            patch_prob=0.1,
-            patch_radius=(6.0, 20.0),
-            mask_dilate=(1, 1),
-            mask_close=0,
-        )
-    )
+    scratch: ScratchParams = field(default_factory=lambda: _metal_strokes())  # a lambda: defined below
+    crack: ScratchParams = field(default_factory=lambda: dataclasses.replace(
+        _metal_strokes(), width=(1.0, 2.5), curvature=0.3, jitter=2.0, meander=0.8))
+
+
+def _metal_strokes() -> ScratchParams:
+    """Scratch shapes on metal: fewer, thinner, longer and stronger strokes than on printed codes."""
+    return ScratchParams(count=(1, 5), count_p=0.5, width=(1.0, 4.0), width_power=1.5, length=(0.1, 1.0),
+                         curvature=0.08, strength=(0.65, 1.0), patch_prob=0.1, patch_radius=(6.0, 20.0),
+                         mask_dilate=(1, 1), mask_close=0)
 
 
 P = TypeVar("P", TextParams, MetalParams, ScratchParams)
