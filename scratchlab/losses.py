@@ -114,5 +114,13 @@ class BCEDiceLoss(nn.Module):
         self.bce, self.dice = BCELoss(pos_weight), DiceLoss()
         self.bce_weight, self.dice_weight = bce_weight, dice_weight
 
+    @property
+    def pos_weight_spec(self) -> float | str | None:
+        return self.bce.pos_weight_spec
+
+    def fit_pixel_counts(self, background: int, scratch: int, cap: float = 100.0) -> None:
+        """Resolve the BCE term's ``pos_weight="auto"`` (see ``BCELoss.fit_pixel_counts``)."""
+        self.bce.fit_pixel_counts(background, scratch, cap)
+
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         return self.bce_weight * self.bce(logits, target) + self.dice_weight * self.dice(logits, target)

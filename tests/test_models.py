@@ -78,6 +78,11 @@ def test_auto_class_weights(tmp_path: Path) -> None:
     assert float(task.loss.pos_weight) == pytest.approx(4.0)
     task = build_task(_cfg(tmp_path, "loss=ce", "loss.class_weights=auto", "model.image_size=16"), ["good", "bad"], [40, 10])
     assert task.loss.weight[1] / task.loss.weight[0] == pytest.approx(4.0)
+    for loss in ("bce", "bce_dice"):  # segmenters: background / scratch pixels
+        cfg = _cfg(tmp_path, "model=unet", "model.encoder_name=resnet18", f"loss={loss}", "loss.pos_weight=auto",
+                   "model.image_size=32")
+        bce = build_task(cfg, ["good", "bad"], pixel_counts=(900, 30)).loss
+        assert float(getattr(bce, "bce", bce).pos_weight) == pytest.approx(30.0), loss
 
 
 def test_weights_path_loads_local_file(tmp_path: Path) -> None:
