@@ -105,8 +105,10 @@ def run_training(cfg: DictConfig) -> dict[str, float]:
         if not task.needs_training:  # Lightning saves nothing here: the model as assembled is the checkpoint
             best = str(save_checkpoint(task, output_dir / "checkpoints" / "best.ckpt"))
         if cfg.get("choose") and best:  # chosen once, on rank 0; every rank tests with it
-            chosen = choose_after_fit(cfg, best, run) if trainer.is_global_zero else None
-            task.use_decision(trainer.strategy.broadcast(chosen, src=0))
+            chosen = trainer.strategy.broadcast(choose_after_fit(cfg, best, run) if trainer.is_global_zero else None,
+                                                src=0)
+            if chosen is not None:
+                task.use_decision(chosen)
         if cfg.get("optimized_metric") and reload:  # sweeps compare models at their best checkpoint
             trainer.validate(task, datamodule=datamodule, ckpt_path=reload, verbose=False)
         metrics = _scalars(trainer, "val/")

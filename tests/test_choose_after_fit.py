@@ -56,3 +56,18 @@ def test_choose_needs_a_target(tmp_path: Path, tiny_dataset: Path) -> None:
     with pytest.raises(ConfigError, match="callbacks.model_checkpoint is off"):
         _train(tmp_path, tiny_dataset, "model=cnn", "choose=best_f1", "callbacks.model_checkpoint=null",
                "callbacks.early_stopping=null")
+
+
+def test_a_segmenter_that_marks_no_pixel_is_still_tested(tmp_path: Path, tiny_dataset: Path,
+                                                          caplog: pytest.LogCaptureFixture) -> None:
+    """A segmenter whose every pixel starts (and stays) far below the mask threshold gives no area to choose a
+    threshold from: the run warns, tags itself and is tested at its configured decision, not lost."""
+    metrics = _train(tmp_path, tiny_dataset, "choose=best_f1", "model=unet", "model.encoder_name=resnet18",
+                     "model.head_prior=1e-9", "optimizer.lr=1e-9")
+    assert metrics["test/recall_bad"] == 0.0 and "test/dice" in metrics
+    assert "operating point not chosen: no image has any scratch pixels" in caplog.text
+    assert not read_checkpoint(tmp_path / "logs/run/checkpoints/best.ckpt").operating_point
+    client = MlflowClient(f"sqlite:///{tmp_path}/mlruns/mlflow.db")
+    runs = client.search_runs([e.experiment_id for e in client.search_experiments()])
+    tags = [r.data.tags.get("scratchlab.operating_point", "") for r in runs]
+    assert any(t.startswith("not chosen: no image has any scratch pixels") for t in tags), tags
