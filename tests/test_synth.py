@@ -249,3 +249,23 @@ def test_cracks_zigzag_where_scratches_run_smooth() -> None:
     assert min(zigzag) > 3 * max(smooth), (smooth, zigzag)
     params = params_from_dict(MetalParams, {"crack": {"width": [3.0, 3.0], "meander": 1.5}})
     assert params.crack.width == (3.0, 3.0) and params.crack.meander == 1.5 and params.scratch.meander == 0.0
+
+
+def test_metal_part_edges_change_one_side_only_and_are_never_masked() -> None:
+    """``edge_prob=1``: the part's edge shows near one side (a hard negative): a good photo differs from the
+    edgeless one only in a strip along that side, and a bad image's mask never reaches beyond the edge."""
+    base = MetalParams(jpeg_prob=0.0, edge_depth=(0.1, 0.1))
+    for seed in range(6):
+        edged = render_metal(seed, seed % 2 == 1, dataclasses.replace(base, edge_prob=1.0))
+        plain = render_metal(seed, seed % 2 == 1, dataclasses.replace(base, edge_prob=0.0))
+        diff = np.abs(edged.image[:, :, 0].astype(int) - plain.image[:, :, 0].astype(int)) > 3
+        h, w = diff.shape
+        strips = [diff[: h // 4], diff[-(h // 4):], diff[:, : w // 4], diff[:, -(w // 4):]]
+        side = int(np.argmax([s.mean() for s in strips]))
+        assert strips[side].mean() > 0.2, seed  # the edge is there
+        rest = np.ones_like(diff)
+        rest[[np.s_[: h // 4], np.s_[-(h // 4):], np.s_[:, : w // 4], np.s_[:, -(w // 4):]][side]] = False
+        if seed % 2 == 0:  # good: nowhere else (bad images anchor their scratches on the part, so they move)
+            assert diff[rest].mean() < 0.01, seed
+        beyond = [np.s_[: h // 20], np.s_[-(h // 20):], np.s_[:, : w // 20], np.s_[:, -(w // 20):]][side]
+        assert not edged.mask[beyond].any(), seed  # scratches are hidden behind the edge

@@ -3,7 +3,8 @@ cracks, often with a wide bright gouge along the rolling axis).
 
 As for printed codes, the surface is drawn once from its own random sub-streams and the clean and
 the scratched photo are composed from it, so the mask is exactly the set of pixels that changed. Hard
-negatives (pits, inclusions, mill scale), the camera's response (gamma) and JPEG storage vary the domain.
+negatives (pits, inclusions, mill scale, the part's edge), the camera's response (gamma) and JPEG storage vary
+the domain.
 """
 from __future__ import annotations
 
@@ -87,6 +88,23 @@ def _orient(a: np.ndarray, vertical: bool, angle: float) -> np.ndarray:
     return np.ascontiguousarray(a.T) if vertical else a
 
 
+def _part_edge(rng: np.random.Generator, shape: tuple[int, int], depth: tuple[float, float]
+               ) -> tuple[np.ndarray, np.ndarray]:
+    """The part's edge in view near one side: ``(inside, fill)``, a photo of the surface ``g`` becoming
+    ``g * inside + fill``: background beyond a straight, slightly tilted line and a bright rim just inside
+    it, where the chamfer catches the light. Not a defect: a hard negative."""
+    h, w = shape
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    side = int(rng.integers(4))
+    across, along, extent = [(yy, xx, h), (h - 1 - yy, xx, h), (xx, yy, w), (w - 1 - xx, yy, w)][side]
+    tilt = rng.uniform(-0.05, 0.05)
+    inward = across - rng.uniform(*depth) * extent - tilt * (along - along.mean())  # px into the part
+    inside = np.clip(inward + 0.5, 0.0, 1.0)
+    background = rng.uniform(5.0, 60.0) if rng.uniform() < 0.7 else rng.uniform(180.0, 250.0)
+    rim = rng.uniform(0.0, 80.0) * np.exp(-((inward - rng.uniform(1.0, 4.0)) ** 2) / (2 * rng.uniform(0.7, 2.0) ** 2))
+    return inside, (background * (1 - inside) + rim * inside).astype(np.float32)
+
+
 def render_metal(seed: int, bad: bool, params: MetalParams | None = None) -> SynthResult:
     """One rolled-steel photo; ``bad`` ones get scratches, masked where the photo changed."""
     p = params or MetalParams()
@@ -110,8 +128,11 @@ def render_metal(seed: int, bad: bool, params: MetalParams | None = None) -> Syn
     blur = optics_rng.uniform(*(p.blur_sigma if blurry else p.sharp_sigma))
     noise = noise_rng.standard_normal((h, w), np.float32) * np.float32(noise_rng.uniform(*p.noise))
     gamma = optics_rng.uniform(*p.gamma)
+    edge = _part_edge(neg_rng, (h, w), p.edge_depth) if neg_rng.uniform() < p.edge_prob else None
 
     def photo(g: np.ndarray) -> np.ndarray:
+        if edge is not None:  # the edge hides what lies beyond it, scratches included: they are never masked there
+            g = g * edge[0] + edge[1]
         exposed = 255.0 * (np.clip(g * light, 0, 255) / 255.0) ** gamma
         return cv2.GaussianBlur(exposed.astype(np.float32), (0, 0), blur) + noise
 
@@ -136,7 +157,7 @@ def render_metal(seed: int, bad: bool, params: MetalParams | None = None) -> Syn
     texture = relief / max(float(relief.std()), 1e-6)
     cracks = bool(scratch_rng.uniform() < p.crack_prob)
     shape = p.crack if cracks else p.scratch
-    sensitivity = np.full((h, w), contrast, np.float32)
+    sensitivity = np.full((h, w), contrast, np.float32) * (1.0 if edge is None else edge[0])  # on the part only
     maps = place_scratches(scratch_rng, (h, w), shape, sensitivity, angle)
     scratched = surface
     for damage in maps:
