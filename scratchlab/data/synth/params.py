@@ -119,7 +119,7 @@ class MetalParams:
     gamma: tuple[float, float] = (0.7, 1.4)  # camera response exponent
     pits: tuple[int, int] = (0, 10)  # small dark pits (1-2 px) per image
     inclusions: tuple[int, int] = (0, 2)  # short dark inclusions elongated along the rolling axis
-    edge_prob: float = 0.3  # chance the part's edge is in view near one side (background beyond it, a bright rim)
+    edge_prob: float = 0.0  # chance the part's edge is in view near one side (background beyond it, a bright rim)
     edge_depth: tuple[float, float] = (0.02, 0.15)  # how far in from that side it runs, fraction of the image
     jpeg_prob: float = 0.5  # chance the photo was stored as JPEG (after the mask is taken)
     jpeg_quality: tuple[int, int] = (60, 95)
