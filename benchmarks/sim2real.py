@@ -5,8 +5,8 @@ then, on each real set, compare real-only training with synthetic pre-training +
 (data.synthetic_fraction, metal appearance). Every number is test AUROC on the same real test split.
 
     python benchmarks/sim2real.py --neu ../shared/data/neu_det --magnetic-tile ../shared/data/magnetic_tile
-    # a segmenter, zero-shot only:
-    python benchmarks/sim2real.py model=unet model.encoder_name=tu-mobilenetv3_small_050 model.image_size=128 loss=bce_dice optimizer=adamw optimizer.lr=3e-3 --neu PATH --only zero_shot
+    # a segmenter with flip TTA, zero-shot only (NEU AUROC 0.956 with 5,000 synthetic images):
+    python benchmarks/sim2real.py model=unet model.encoder_name=tu-mobilenetv3_small_050 model.image_size=128 loss=bce_dice optimizer=adamw optimizer.lr=3e-3 "model.tta=[hflip,vflip]" --neu PATH --synthetic-count 5000 --only zero_shot
 
 Any other argument is a Hydra override of every training (the model, for one); put them before
 ``--only``, which takes the words after it up to the next option. Prints one table row per (real set,
