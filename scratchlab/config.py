@@ -44,10 +44,15 @@ def display_uri(uri: str) -> str:
     return uri.split("?", 1)[0] if uri.startswith("sqlite:") else uri
 
 
+def ui_command(uri: str) -> str:
+    """The ``mlflow ui`` command that serves a local store (one worker: it starts fastest on a small machine)."""
+    return f"mlflow ui --backend-store-uri {display_uri(uri)} --workers 1"
+
+
 def ui_hint(configured: str | None, mlruns_dir: str | Path) -> str:
     """How to look at the runs: the server's address, or the ``mlflow ui`` command for a local store."""
     uri = resolve_tracking_uri(configured, mlruns_dir)
-    return f"open {uri}" if uri.startswith(("http://", "https://")) else f"mlflow ui --backend-store-uri {uri}"
+    return f"open {uri}" if uri.startswith(("http://", "https://")) else ui_command(uri)
 
 
 def register_resolvers() -> None:

@@ -18,7 +18,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from scratchlab.config import display_uri
+from scratchlab.config import ui_command
 from scratchlab.errors import ConfigError
 
 REPORTED_PREFIX = "reported."
@@ -134,7 +134,7 @@ class ReportTable:
                 cells.append(_format(row.get(key), digits, signed=key.startswith("diff:")))
             lines.append("| " + " | ".join(cells) + " |")
         if tracking_uri and not tracking_uri.startswith(("http://", "https://")):
-            lines += ["", f"Runs: `mlflow ui --backend-store-uri {display_uri(tracking_uri)}`"]
+            lines += ["", f"Runs: `{ui_command(tracking_uri)}`"]
         return "\n".join(lines) + "\n"
 
     def write_csv(self, path: Path) -> None:

@@ -21,7 +21,7 @@ from hydra_plugins.scratchlab_optuna_sweeper.trial_handoff import TRIAL_NUMBER_E
 from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig, OmegaConf
 
-from scratchlab.config import display_uri, resolve_tracking_uri
+from scratchlab.config import resolve_tracking_uri, ui_command
 
 from scratchlab.models.weights import weights_source
 
@@ -64,8 +64,7 @@ class TrackedRun:
         uri = self.tracking_uri
         if uri.startswith(("http://", "https://")):
             return f"{uri.rstrip('/')}/#/experiments/{self.experiment_id}/runs/{self.run_id}"
-        return (f"mlflow ui --backend-store-uri {display_uri(uri)}"
-                f"  (experiment {self.experiment_name!r}, run {self.run_id})")
+        return f"{ui_command(uri)}  (experiment {self.experiment_name!r}, run {self.run_id})"
 
 
 def git_info(path: Path = PROJECT_DIR) -> dict[str, str]:

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # A screenshot of the MLflow UI comparing two runs, taken with Debian's headless Chromium
 # (apt-get install chromium). Start the UI first, in the folder that holds mlruns/:
-#   .venv/bin/mlflow ui --backend-store-uri sqlite:///mlruns/mlflow.db --port 5000
+#   .venv/bin/mlflow ui --backend-store-uri sqlite:///mlruns/mlflow.db --workers 1 --port 5000
 # then: scripts/mlflow_screenshot.sh RUN_ID_1 RUN_ID_2 EXPERIMENT_ID out.png [port]
 set -euo pipefail
 run1=$1 run2=$2 experiment=$3 out=$4 port=${5:-5000}

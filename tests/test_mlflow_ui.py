@@ -63,7 +63,7 @@ def test_readme_mlflow_ui_lists_run_metrics_params_and_plots(tmp_path: Path, tin
     assert f"--backend-store-uri sqlite:///{tmp_path}/mlruns/mlflow.db" in train.stdout
     port = _free_port()
     mlflow_exe = Path(sys.executable).with_name("mlflow")
-    server = subprocess.Popen([str(mlflow_exe), *_readme_ui_args(), "--port", str(port), "--workers", "1"],
+    server = subprocess.Popen([str(mlflow_exe), *_readme_ui_args(), "--port", str(port)],
                               cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                               start_new_session=True, env=cli_env())
     base = f"http://127.0.0.1:{port}"
