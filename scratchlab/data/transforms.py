@@ -88,13 +88,14 @@ class Preprocess:
         return [A.Normalize(mean=self.mean, std=self.std), ToTensorV2()]
 
 
-def build_augmentations(augment: Mapping | None, crops: bool = False) -> list[A.BasicTransform]:
+def build_augmentations(augment: Mapping | None, crops: bool = False, multiple: int = 32) -> list[A.BasicTransform]:
     """Instantiate the ``data.augment`` mapping (name -> albumentations ``_target_`` node), in order.
 
     They run on the network input (after resizing), so each must keep its size and all of its content:
     crops and resizes are refused (``crops``: crops are allowed, for models that learn from pixel masks, which
-    a crop keeps exact), and whatever fills borders (rotations, shifts, padded crops) must fill with the
-    black (0) that letterbox / pad borders have, masks with 0 (no scratch)."""
+    a crop keeps exact, when their sides are multiples of ``multiple`` as network inputs must be), and whatever
+    fills borders (rotations, shifts, padded crops) must fill with the black (0) that letterbox / pad borders
+    have, masks with 0 (no scratch)."""
     out = []
     for name, node in (augment or {}).items():
         if node is None:
@@ -103,7 +104,7 @@ def build_augmentations(augment: Mapping | None, crops: bool = False) -> list[A.
             transform = instantiate(node, _convert_="all")
         except Exception as err:  # noqa: BLE001 - turned into one clear line
             raise ConfigError(f"data.augment.{name} cannot be built ({err}); check its _target_ and arguments") from err
-        _check_augmentation(name, transform, crops)
+        _check_augmentation(name, transform, crops, multiple)
         out.append(transform)
     return out
 
@@ -112,16 +113,23 @@ _FRAMING = (BaseCrop, _BaseRandomSizedCrop, A.CropAndPad, A.Resize, A.LongestMax
             A.RandomScale, A.PadIfNeeded)
 
 
-def _check_augmentation(name: str, transform: A.BasicTransform, crops: bool = False) -> None:
-    """Refuse augmentations that change the framing the evaluation sees, or fill borders with another value."""
+def _check_augmentation(name: str, transform: A.BasicTransform, crops: bool = False, multiple: int = 32) -> None:
+    """Refuse augmentations that change the framing the evaluation sees, crops the network cannot take (whole
+    images are padded to ``multiple``, crops are not), or fill borders with another value."""
     kind = type(transform).__name__
     for inner in getattr(transform, "transforms", None) or []:  # OneOf, SomeOf, Sequential: check what they hold
-        _check_augmentation(name, inner, crops)
+        _check_augmentation(name, inner, crops, multiple)
     if isinstance(transform, _FRAMING) and not (crops and isinstance(transform, (BaseCrop, A.PadIfNeeded))):
         raise ConfigError(f"data.augment.{name} ({kind}) changes the image's size or cuts off its edges, where "
                           f"scratches may lie; augmentations run after resizing to the network input: remove it, "
                           f"or use albumentations.Affine with scale <= 1 to vary the framing without losing content "
                           f"(segmenters may take crops, e.g. augment=crops)")
+    sides = [getattr(transform, key, None) for key in ("height", "width")]
+    if isinstance(transform, BaseCrop) and any(isinstance(v, int) and v % multiple for v in sides):
+        fit = max(multiple, round(max(v for v in sides if isinstance(v, int)) / multiple) * multiple)
+        raise ConfigError(f"data.augment.{name} ({kind}): training crops of {sides[0]}x{sides[1]} px do not fit the "
+                          f"network, whose input sides must be multiples of {multiple}; set data.crop_size={fit} "
+                          f"(or another multiple of {multiple})")
     if getattr(transform, "border_mode", cv2.BORDER_CONSTANT) != cv2.BORDER_CONSTANT:
         raise ConfigError(f"data.augment.{name} ({kind}) fills borders with border_mode={transform.border_mode}; "
                           f"use border_mode=0 (constant) so new borders are the black of the padding")
@@ -146,24 +154,9 @@ def build_transform(pre: Preprocess, augment: Mapping | None = None, train: bool
     every step. Evaluation and prediction (``train=False``) get geometry and normalization only;
     ``geometry=False`` leaves the geometry out, for images kept in memory already resized; ``crops`` allows crop
     augmentations (models that learn from pixel masks)."""
-    augmentations = build_augmentations(augment, crops) if train else []
-    for transform in augmentations:
-        _check_crop_multiple(transform, pre.pad_multiple)
-    steps = (pre.geometry() if geometry else []) + augmentations + pre.tail()
+    steps = (pre.geometry() if geometry else []) + (build_augmentations(augment, crops, pre.pad_multiple)
+                                                      if train else []) + pre.tail()
     return A.Compose(steps, seed=seed)
-
-
-def _check_crop_multiple(transform: A.BasicTransform | A.BaseCompose, multiple: int) -> None:
-    """Refuse crops whose sides the network cannot take: whole images are padded to ``multiple``, crops are not."""
-    for inner in getattr(transform, "transforms", None) or []:
-        _check_crop_multiple(inner, multiple)
-    sides = [getattr(transform, key, None) for key in ("height", "width")]
-    if isinstance(transform, BaseCrop) and any(isinstance(v, int) and v % multiple for v in sides):
-        size = max(v for v in sides if isinstance(v, int))
-        fit = max(multiple, round(size / multiple) * multiple)
-        raise ConfigError(f"training crops of {sides[0]}x{sides[1]} px do not fit the network, whose input sides "
-                          f"must be multiples of {multiple}; set data.crop_size={fit} (or another multiple of "
-                          f"{multiple})")
 
 
 @lru_cache(maxsize=256)
