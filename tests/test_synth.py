@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 
 from pathlib import Path
 
@@ -26,7 +27,8 @@ from scratchlab.data.synth import (
 )
 from scratchlab.data.synth import geometry
 from scratchlab.data.synth import writer as writer_mod
-from scratchlab.data.synth.params import params_from_dict, params_to_dict
+from scratchlab.data.synth.appearance import grain_angle
+from scratchlab.data.synth.params import params_from_dict, params_to_dict, tile_cracks
 from scratchlab.data.types import BINARY_CLASSES
 from scratchlab.errors import ConfigError, DataError
 
@@ -91,7 +93,7 @@ def _code_image() -> np.ndarray:
     return np.clip(img + rng.normal(0, 3, img.shape), 0, 255).astype(np.uint8)
 
 
-@pytest.mark.parametrize("appearance", ["ink", "metal"])
+@pytest.mark.parametrize("appearance", ["ink", "metal", "crack"])
 @pytest.mark.parametrize("gray", [True, False])
 def test_apply_scratches_on_any_image(appearance: str, gray: bool) -> None:
     base = _code_image()
@@ -109,6 +111,9 @@ def test_apply_scratches_on_any_image(appearance: str, gray: bool) -> None:
     if appearance == "ink":  # scraping only brightens, and only where there was print
         assert (result.image.astype(int) >= rgb.astype(int) - 3).all()
         assert (rgb[..., 0][result.mask > 0] < 200).any()
+    if appearance == "crack":  # cracks only darken (the faint rim beside them stays under the change tolerance)
+        moved = result.image.astype(int) - rgb.astype(int)
+        assert moved.min() < -15 and (moved[result.mask > 0] <= params.change_tol).all()
 
 
 def test_apply_scratches_rejects_blank_or_bad_input() -> None:
@@ -269,3 +274,23 @@ def test_metal_part_edges_change_one_side_only_and_are_never_masked() -> None:
             assert diff[rest].mean() < 0.01, seed
         beyond = [np.s_[: h // 20], np.s_[-(h // 20):], np.s_[:, : w // 20], np.s_[:, -(w // 20):]][side]
         assert not edged.mask[beyond].any(), seed  # scratches are hidden behind the edge
+
+
+def _axis_degrees(mask: np.ndarray) -> float:
+    """Direction of a mask's principal axis, degrees in [0, 180) (x right, y down)."""
+    m = cv2.moments((mask > 0).astype(np.uint8), binaryImage=True)
+    return math.degrees(0.5 * math.atan2(2 * m["mu11"], m["mu20"] - m["mu02"])) % 180
+
+
+def test_cracks_follow_the_grain_of_a_streaked_surface() -> None:
+    """``appearance=crack`` runs most cracks along the surface's streaks (as on real tiles); the streaks'
+    direction comes from the image, so turning the image turns the cracks."""
+    rng = np.random.default_rng(0)
+    streaks = np.tile(rng.normal(110, 18, (1, 240)), (200, 1)).clip(0, 255).astype(np.uint8)  # vertical streaks
+    assert math.degrees(grain_angle(streaks.astype(np.float32))) == pytest.approx(90, abs=2)
+    assert grain_angle(rng.normal(110, 18, (200, 240)).astype(np.float32)) is None  # no direction to follow
+    for image, along in ((streaks, 90.0), (np.ascontiguousarray(streaks.T), 0.0)):
+        angles = [_axis_degrees(apply_scratches(image, np.random.default_rng(s), dataclasses.replace(
+            tile_cracks(), count=(1, 1), length=(0.3, 0.3)), "crack").mask) for s in range(20)]
+        near = [abs((a - along + 90) % 180 - 90) < 25 for a in angles]
+        assert sum(near) >= 12, angles  # 70% along the grain; random directions would give about 28%

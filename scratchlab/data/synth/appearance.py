@@ -1,4 +1,5 @@
-"""How a damage map changes pixels: ink scraped off print (``ink``) or a scratch in metal (``metal``).
+"""How a damage map changes pixels: ink scraped off print (``ink``), a scratch in metal (``metal``) or a
+crack in a ceramic or metal part (``crack``: thin, dark, meandering).
 
 All functions work on float32 gray images in 0-255 and return new arrays (inputs are not modified).
 """
@@ -7,7 +8,9 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-APPEARANCES = ("ink", "metal")
+APPEARANCES = ("ink", "metal", "crack")
+CRACK_CONTRAST = (40.0, 100.0)
+"""Gray levels a crack darkens the surface by at its centre: set side by side with real magnetic-tile cracks."""
 
 
 def scrape_opacity(opacity: np.ndarray, damage: np.ndarray) -> np.ndarray:
@@ -52,6 +55,17 @@ def metal_scratch(
         return gray + contrast * damage * mod
     rim = np.roll(damage, (1, 1), axis=(0, 1)) * (1.0 - damage)
     return gray - contrast * damage * mod + 0.25 * contrast * rim
+
+
+def grain_angle(gray: np.ndarray) -> float | None:
+    """Direction (radians, x right / y down) of the surface's streaks or grain, from the structure tensor of the
+    whole image; None when the texture has no clear direction (coherence below 0.2)."""
+    gx = cv2.Sobel(gray, cv2.CV_32F, 1, 0, ksize=3)
+    gy = cv2.Sobel(gray, cv2.CV_32F, 0, 1, ksize=3)
+    jxx, jyy, jxy = float((gx * gx).mean()), float((gy * gy).mean()), float((gx * gy).mean())
+    if jxx + jyy <= 1e-6 or np.hypot(jxx - jyy, 2 * jxy) / (jxx + jyy) < 0.2:
+        return None
+    return 0.5 * float(np.arctan2(2 * jxy, jxx - jyy)) + np.pi / 2  # streaks run across their gradient
 
 
 def photographic(delta: np.ndarray, rng: np.random.Generator, sigma: float = 0.6, noise: float = 2.0) -> np.ndarray:

@@ -15,6 +15,10 @@ from scratchlab.data.types import Box
 from scratchlab.errors import ConfigError, DataError
 
 
+CRACK_ALONG_GRAIN = 0.7
+"""Share of ``appearance=crack`` strokes that follow the surface's grain (+-0.2 rad) where it has one."""
+
+
 @dataclass
 class SynthResult:
     """One synthetic image: RGB ``image`` (H, W, 3) uint8, ``mask`` (H, W) uint8 in {0, 255}.
@@ -145,6 +149,7 @@ def apply_scratches(
 
     ``ink``: dark print (Otsu) is scraped towards the local paper level, paper stays untouched.
     ``metal``: bright specular lines or dark grooves anywhere, following the local texture.
+    ``crack``: dark meandering cracks anywhere (``params.tile_cracks()`` is their shape on real tiles).
     """
     params = params or ScratchParams()
     if appearance not in app.APPEARANCES:
@@ -165,11 +170,16 @@ def apply_scratches(
     else:
         texture = gray - cv2.GaussianBlur(gray, (0, 0), 3.0)
         texture /= max(float(texture.std()), 1e-3)
-        contrast = float(rng.uniform(25.0, 80.0))
-        maps = place_scratches(rng, shape, params, np.full(shape, contrast, np.float32))
+        cracks = appearance == "crack"
+        contrast = float(rng.uniform(*(app.CRACK_CONTRAST if cracks else (25.0, 80.0))))
+        grain = app.grain_angle(gray) if cracks else None
+        along = None if grain is None else lambda r: (  # cracks mostly run along a part's grain, as on real tiles
+            grain + r.normal(0.0, 0.2) if r.uniform() < CRACK_ALONG_GRAIN else r.uniform(0, math.pi))
+        maps = place_scratches(rng, shape, params, np.full(shape, contrast, np.float32), along)
         delta = np.zeros(shape, np.float32)
         for damage in maps:
-            delta += app.metal_scratch(gray, damage, texture, contrast, bool(rng.uniform() < 0.5)) - gray
+            bright = False if cracks else bool(rng.uniform() < 0.5)
+            delta += app.metal_scratch(gray, damage, texture, contrast, bright) - gray
     delta = app.photographic(delta, rng)
     scratched = np.clip(np.rint(rgb.astype(np.float32) + delta[:, :, None]), 0, 255).astype(np.uint8)
     return finish(rgb, scratched, params, rng)

@@ -135,6 +135,13 @@ def _metal_strokes() -> ScratchParams:
                          mask_dilate=(1, 1), mask_close=0)
 
 
+def tile_cracks() -> ScratchParams:
+    """Crack shapes for real photos (``appearance=crack``), matched to the 57 real magnetic-tile cracks: 1-3 per
+    image, 5-35% of the diagonal long (real: 13-27% of the longest side, p25-p75), 1-2 px wide, gently wavy."""
+    return dataclasses.replace(MetalParams().crack, count=(1, 3), count_p=0.6, width=(1.0, 2.0), length=(0.05, 0.35),
+                               curvature=0.15, meander=0.3, patch_prob=0.0)
+
+
 P = TypeVar("P", TextParams, MetalParams, ScratchParams)
 
 
