@@ -5,7 +5,8 @@ then, on each real set, compare real-only training with synthetic pre-training +
 (data.synthetic_fraction, metal appearance). A last regime, ``good_only``, never sees a real bad image either:
 it trains on the real set's own good images (its train and val splits) and synthetic bad copies of them
 (``scratchlab.synth``: metal scratches on NEU, cracks on magnetic tile), as a user who has only good parts
-would. Every number is test AUROC on the same real test split.
+would; as it sees no real bad image, it is also scored on every real bad image against the test split's good
+ones (``good_only_all_bad``). Every other number is test AUROC on the same real test split.
 
     python benchmarks/sim2real.py --neu ../shared/data/neu_det --magnetic-tile ../shared/data/magnetic_tile
     # a segmenter with flip TTA, zero-shot only (NEU AUROC 0.956 with 5,000 synthetic images):
@@ -64,9 +65,10 @@ def _zero_shot(workdir: Path, ckpt: Path, real: list[str]) -> float:
     return float(evaluate(cfg)["test/auroc"])
 
 
-def _good_only_set(workdir: Path, name: str, real: list[str], bad_fraction: float) -> Path:
+def _good_only_set(workdir: Path, name: str, real: list[str], bad_fraction: float) -> tuple[Path, Path]:
     """A good/bad/masks folder of the real set's train- and val-split good images and synthetic bad copies of
-    them (the real test split's images are left out); its path."""
+    them (the real test split's images are left out), and a split file whose test split holds every real bad
+    image (none was seen) with the test split's good images."""
     cfg = compose("train", [f"paths.root_dir={workdir}", *real])
     datamodule = build_datamodule(cfg)
     datamodule.setup()
@@ -77,7 +79,11 @@ def _good_only_set(workdir: Path, name: str, real: list[str], bad_fraction: floa
     summary = expand_folder(goods, workdir / f"{name}-good-only", bad_fraction=bad_fraction,
                             appearance=GOOD_ONLY_APPEARANCE[name], progress=False)
     print(f"{name} good_only: {summary.good} real good + {summary.bad} synthetic bad images", flush=True)
-    return summary.output
+    unseen = workdir / f"{name}-unseen-split.csv"
+    rows = [(Path(s.image).resolve(), "test" if s.label else split) for split, samples in datamodule.splits.items()
+            for s in samples]
+    unseen.write_text("path,split\n" + "".join(f"{path},{split}\n" for path, split in rows))
+    return summary.output, unseen
 
 
 def main() -> None:
@@ -112,10 +118,12 @@ def main() -> None:
                     "synthetic_fraction": [f"data.synthetic_fraction={args.synthetic_fraction}",
                                            "data.synthetic_appearance=metal"]}
             if "good_only" in args.only:
-                root = _good_only_set(workdir, name, real, args.good_only_fraction)
+                root, unseen = _good_only_set(workdir, name, real, args.good_only_fraction)
                 _, seconds, ckpt = _train(workdir, f"{name}-good_only", ["data=folder", f"data.root={root}", *overrides],
                                           args.epochs)
                 rows.append((name, "good_only", _zero_shot(workdir, ckpt, real), seconds))
+                rows.append((name, "good_only_all_bad", _zero_shot(workdir, ckpt, [*real, f"data.split.file={unseen}"]),
+                             seconds))
             for regime, extra in runs.items():
                 if regime in args.only and extra is not None:
                     metrics, seconds, _ = _train(workdir, f"{name}-{regime}", [*real, *extra, *overrides], args.epochs)
