@@ -1,0 +1,56 @@
+"""benchmarks/sim2real.py's good_only regime trains on the real set's own good images and synthetic bad copies
+of them: never on a real bad image nor on any image of the real test split, and it is scored on every real bad
+image against the test split's good ones."""
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pandas as pd
+
+from tests.conftest import PROJECT_DIR
+
+
+def _sim2real():
+    spec = importlib.util.spec_from_file_location("sim2real", PROJECT_DIR / "benchmarks" / "sim2real.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _tile_set(root: Path, free: int, cracks: int) -> None:
+    """A magnetic-tile layout of streaked gray tiles: MT_Free and MT_Crack, each image with its mask beside it."""
+    rng = np.random.default_rng(0)
+    for cls, count in (("Free", free), ("Crack", cracks)):
+        (root / f"MT_{cls}" / "Imgs").mkdir(parents=True)
+        for i in range(count):
+            tile = np.tile(rng.normal(110, 15, (1, 72)), (64, 1)) + rng.normal(0, 3, (64, 72))
+            mask = np.zeros((64, 72), np.uint8)
+            if cls == "Crack":
+                cv2.line(mask, (30 + i, 5), (34 + i, 50), 255, 2)
+                tile[mask > 0] -= 50
+            cv2.imwrite(str(root / f"MT_{cls}" / "Imgs" / f"{cls}_{i}.jpg"), tile.clip(0, 255).astype(np.uint8))
+            cv2.imwrite(str(root / f"MT_{cls}" / "Imgs" / f"{cls}_{i}.png"), mask)
+
+
+def test_good_only_sees_no_real_bad_image_and_no_test_image(tmp_path: Path) -> None:
+    module = _sim2real()
+    data = tmp_path / "mt"
+    _tile_set(data, free=40, cracks=8)
+    work = tmp_path / "work"
+    work.mkdir()
+    real = [*module.REAL_SETS["magnetic_tile"], f"data.root={data}"]
+    expanded, unseen = module._good_only_set(work, "magnetic_tile", real, 0.5)
+
+    sources = {p.resolve() for p in (work / "magnetic_tile-good").iterdir()}  # the real images behind good/
+    split = pd.read_csv(unseen)
+    by_split = {name: {Path(p).resolve() for p in group["path"]} for name, group in split.groupby("split")}
+    cracks = {p.resolve() for p in (data / "MT_Crack" / "Imgs").glob("*.jpg")}
+    test_free = by_split["test"] - cracks
+    assert len(list((expanded / "good").iterdir())) == len(sources) == len(by_split["train"] | by_split["val"])
+    assert not sources & cracks and not sources & test_free  # no real crack, no test image behind any good one
+    assert len(list((expanded / "bad").iterdir())) == len(sources)  # bad_fraction 0.5: as many synthetic bad
+    assert by_split["test"] >= cracks and test_free  # every real crack is scored, with the test split's Free tiles
+    assert not (by_split["train"] | by_split["val"]) & cracks
