@@ -1,5 +1,5 @@
 """How a damage map changes pixels: ink scraped off print (``ink``), a scratch in metal (``metal``) or a
-crack in a ceramic or metal part (``crack``: thin, dark, meandering).
+crack in a ceramic or metal part (``crack``: thin, dark, meandering, a faint bright rim on one side).
 
 All functions work on float32 gray images in 0-255 and return new arrays (inputs are not modified).
 """

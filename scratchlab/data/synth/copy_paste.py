@@ -2,7 +2,7 @@
 
 Each connected component of a real mask (with ``margin`` px of context) is one piece. Within it only
 the thin structures a morphological top-hat finds are pasted, weighted by their contrast
-(``strength``): bright lines for printed codes (scraped ink), bright or dark ones for metal. The
+(``strength``): bright lines for printed codes (scraped ink), bright or dark ones for metal and cracks. The
 loose background an annotator's mask also covers (paper, ink of other characters) stays behind.
 A piece is flipped, rotated and laid over a good image at the best of a few random positions (for
 printed codes: where the target has the most print, so the scratch still scrapes ink), shifted in
@@ -77,7 +77,7 @@ class ScratchPiece:
 
 def scratch_strength(image: np.ndarray, appearance: str, params: CopyPasteParams) -> np.ndarray:
     """0-1 per pixel: how clearly it belongs to a thin scratch (white top-hat for ``ink``, white or
-    black top-hat for ``metal``), ramped between ``params.strength``."""
+    black top-hat for ``metal`` and ``crack``), ramped between ``params.strength``."""
     gray = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY).astype(np.float32)
     k = max(3, int(params.detail) | 1)
     se = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (k, k))
