@@ -31,6 +31,8 @@ import tempfile
 import time
 from pathlib import Path
 
+import pandas as pd
+
 from scratchlab.builders import build_datamodule
 from scratchlab.config import compose
 from scratchlab.data.synth.expand import expand_folder
@@ -73,16 +75,17 @@ def _good_only_set(workdir: Path, name: str, real: list[str], bad_fraction: floa
     datamodule = build_datamodule(cfg)
     datamodule.setup()
     goods = workdir / f"{name}-good"
+    shutil.rmtree(goods, ignore_errors=True)  # a kept --workdir: start over
     goods.mkdir()
     for i, sample in enumerate(s for split in ("train", "val") for s in datamodule.splits[split] if s.label == 0):
         (goods / f"{i:05d}-{Path(sample.image).name}").symlink_to(Path(sample.image).resolve())
     summary = expand_folder(goods, workdir / f"{name}-good-only", bad_fraction=bad_fraction,
-                            appearance=GOOD_ONLY_APPEARANCE[name], progress=False)
+                            appearance=GOOD_ONLY_APPEARANCE[name], overwrite=True, progress=False)
     print(f"{name} good_only: {summary.good} real good + {summary.bad} synthetic bad images", flush=True)
     unseen = workdir / f"{name}-unseen-split.csv"
-    rows = [(Path(s.image).resolve(), "test" if s.label else split) for split, samples in datamodule.splits.items()
+    rows = [(str(Path(s.image).resolve()), "test" if s.label else split) for split, samples in datamodule.splits.items()
             for s in samples]
-    unseen.write_text("path,split\n" + "".join(f"{path},{split}\n" for path, split in rows))
+    pd.DataFrame(rows, columns=["path", "split"]).to_csv(unseen, index=False)
     return summary.output, unseen
 
 
@@ -119,10 +122,10 @@ def main() -> None:
                                            "data.synthetic_appearance=metal"]}
             if "good_only" in args.only:
                 root, unseen = _good_only_set(workdir, name, real, args.good_only_fraction)
-                _, seconds, ckpt = _train(workdir, f"{name}-good_only", ["data=folder", f"data.root={root}", *overrides],
+                _, seconds, ckpt = _train(workdir, f"{name}-good_only", ["data=folder", f"data.root='{root}'", *overrides],
                                           args.epochs)
                 rows.append((name, "good_only", _zero_shot(workdir, ckpt, real), seconds))
-                rows.append((name, "good_only_all_bad", _zero_shot(workdir, ckpt, [*real, f"data.split.file={unseen}"]),
+                rows.append((name, "good_only_all_bad", _zero_shot(workdir, ckpt, [*real, f"data.split.file='{unseen}'"]),
                              seconds))
             for regime, extra in runs.items():
                 if regime in args.only and extra is not None:

@@ -10,6 +10,8 @@ import cv2
 import numpy as np
 import pandas as pd
 
+from scratchlab.builders import build_datamodule
+from scratchlab.config import compose
 from tests.conftest import PROJECT_DIR
 
 
@@ -54,3 +56,13 @@ def test_good_only_sees_no_real_bad_image_and_no_test_image(tmp_path: Path) -> N
     assert len(list((expanded / "bad").iterdir())) == len(sources)  # bad_fraction 0.5: as many synthetic bad
     assert by_split["test"] >= cracks and test_free  # every real crack is scored, with the test split's Free tiles
     assert not (by_split["train"] | by_split["val"]) & cracks
+
+    def test_split(*extra: str) -> list:
+        datamodule = build_datamodule(compose("train", [f"paths.root_dir={work}", *real, *extra]))
+        datamodule.setup()
+        return datamodule.splits["test"]
+
+    scored = test_split(f"data.split.file='{unseen}'")  # what the regime's second evaluation reads
+    assert {Path(s.image).resolve() for s in scored} == by_split["test"]
+    assert {Path(s.image).resolve() for s in test_split() if s.label == 0} == test_free  # the real test split's goods
+    module._good_only_set(work, "magnetic_tile", real, 0.5)  # a kept --workdir runs again
