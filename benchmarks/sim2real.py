@@ -42,9 +42,9 @@ from scratchlab.training import run_training
 REGIMES = ("zero_shot", "real_only", "finetune", "synthetic_fraction", "good_only")
 REAL_SETS = {"neu": ["data=neu", "data.task=scratch_vs_rest"], "magnetic_tile": ["data=magnetic_tile",
                                                                                  "data.task=crack_vs_free"]}
-# Synthetic metal at the real sets' geometry: square images of about 200 px (NEU is 200x200).
 DRAWN_APPEARANCE = {"neu": "metal", "magnetic_tile": "crack"}
 """The damage drawn onto each real set's good images (synthetic_fraction, good_only): scratches / cracks."""
+# Synthetic metal at the real sets' geometry: square images of about 200 px (NEU is 200x200).
 SYNTHETIC = ["data=metal_scratch", "data.source.params.width_quantiles=[180,190,195,200,205,210,220]",
              "data.source.params.height_quantiles=[180,190,195,200,205,210,220]"]
 

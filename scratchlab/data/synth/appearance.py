@@ -11,6 +11,8 @@ import numpy as np
 APPEARANCES = ("ink", "metal", "crack")
 CRACK_CONTRAST = (40.0, 100.0)
 """Gray levels a crack darkens the surface by at its centre: set side by side with real magnetic-tile cracks."""
+CRACK_ALONG_GRAIN = 0.7
+"""Share of cracks that follow the surface's grain (+-0.2 rad) where it has one (``grain_angle``)."""
 
 
 def scrape_opacity(opacity: np.ndarray, damage: np.ndarray) -> np.ndarray:

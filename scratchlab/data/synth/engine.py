@@ -15,10 +15,6 @@ from scratchlab.data.types import Box
 from scratchlab.errors import ConfigError, DataError
 
 
-CRACK_ALONG_GRAIN = 0.7
-"""Share of ``appearance=crack`` strokes that follow the surface's grain (+-0.2 rad) where it has one."""
-
-
 @dataclass
 class SynthResult:
     """One synthetic image: RGB ``image`` (H, W, 3) uint8, ``mask`` (H, W) uint8 in {0, 255}.
@@ -173,9 +169,12 @@ def apply_scratches(
         cracks = appearance == "crack"
         contrast = float(rng.uniform(*(app.CRACK_CONTRAST if cracks else (25.0, 80.0))))
         grain = app.grain_angle(gray) if cracks else None
-        along = None if grain is None else lambda r: (  # cracks mostly run along a part's grain, as on real tiles
-            grain + r.normal(0.0, 0.2) if r.uniform() < CRACK_ALONG_GRAIN else r.uniform(0, math.pi))
-        maps = place_scratches(rng, shape, params, np.full(shape, contrast, np.float32), along)
+
+        def along_grain(r: np.random.Generator) -> float:  # cracks mostly run along a part's grain, as on real tiles
+            return grain + r.normal(0.0, 0.2) if r.uniform() < app.CRACK_ALONG_GRAIN else r.uniform(0, math.pi)
+
+        maps = place_scratches(rng, shape, params, np.full(shape, contrast, np.float32),
+                               None if grain is None else along_grain)
         delta = np.zeros(shape, np.float32)
         for damage in maps:
             bright = False if cracks else bool(rng.uniform() < 0.5)

@@ -26,7 +26,7 @@ from tqdm import tqdm
 from scratchlab.data.io import IMAGE_EXTENSIONS, list_images, read_image
 from scratchlab.data.synth import appearance as app
 from scratchlab.data.synth.copy_paste import CopyPasteParams, ScratchBank, paste_scratches
-from scratchlab.data.synth.engine import CRACK_ALONG_GRAIN, annotate, apply_scratches
+from scratchlab.data.synth.engine import annotate, apply_scratches
 from scratchlab.data.synth.params import MetalParams, ScratchParams, params_from_dict, params_to_dict, tile_cracks
 from scratchlab.data.synth.writer import move_into_place
 from scratchlab.data.types import Box, Sample
@@ -282,7 +282,7 @@ def train_key(goods: Sequence[Path], count: int, seed: int, appearance: str) -> 
     spec = {"goods": files, "count": count, "seed": seed, "appearance": appearance, "version": EXPAND_VERSION,
             "scratch": params_to_dict(scratch_params(appearance))}
     if appearance == "crack":
-        spec["crack"] = [app.CRACK_CONTRAST, CRACK_ALONG_GRAIN]
+        spec["crack"] = [app.CRACK_CONTRAST, app.CRACK_ALONG_GRAIN]
     return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
 
 
