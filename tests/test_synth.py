@@ -224,6 +224,20 @@ def test_bad_text_statistics_resemble_real_data() -> None:
     assert min(cover) > 0 and 1 <= np.median(regions) <= 4
 
 
+def test_every_bad_text_photo_shows_its_scratch() -> None:
+    """Blur and faint print can hide a scratch; such draws are re-drawn, so no bad photo is bad invisibly.
+    Without the rule (min_visible=0) some of these seeds give a photo with almost no visible change."""
+    p = dataclasses.replace(TextParams(), jpeg_prob=0.0)  # the good photo of a seed is then the clean scene
+
+    def shown(seed: int, params: TextParams) -> int:
+        clean = render_text(seed, False, params).image
+        return int((_diff(clean, render_text(seed, True, params).image) >= params.visible_change).sum())
+
+    seeds = range(90)
+    assert min(shown(s, p) for s in seeds) >= p.min_visible
+    assert min(shown(s, dataclasses.replace(p, min_visible=0)) for s in seeds) < p.min_visible
+
+
 def test_metal_gouges_run_bright_along_the_rolling_axis() -> None:
     """A wide bright gouge (band_prob=1) brightens a long stripe along an image axis, where the rolling runs;
     the rest of the photo is the same as without it."""

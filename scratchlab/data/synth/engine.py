@@ -95,6 +95,12 @@ def place_scratches(
     return maps
 
 
+def visible_pixels(before: np.ndarray, after: np.ndarray, level: float) -> int:
+    """How many pixels of ``after`` differ from ``before`` by at least ``level`` gray levels (any channel)."""
+    diff = np.abs(after.astype(np.int16) - before.astype(np.int16))
+    return int(np.count_nonzero((diff.max(axis=2) if diff.ndim == 3 else diff) >= level))
+
+
 def change_mask(before: np.ndarray, after: np.ndarray, tol: int, dilate: int, close: int = 0) -> np.ndarray:
     """0/255 mask of the pixels that moved by more than ``tol``, dilated by ``dilate`` px.
 

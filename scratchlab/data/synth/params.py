@@ -87,6 +87,10 @@ class TextParams:
     voids: tuple[int, int] = (0, 3)  # small print voids (ink missing from birth, round, 1-3 px) per image
     label_edge_prob: float = 0.2  # chance the label's straight edge crosses the photo, background beyond
     scratch: ScratchParams = field(default_factory=ScratchParams)
+    # a bad photo shows its damage: scratches are re-drawn (up to scratch.max_tries times) until at least
+    # min_visible pixels of the finished photo differ from the clean one by visible_change gray levels
+    visible_change: float = 25.0
+    min_visible: int = 20
 
 
 @dataclass

@@ -26,6 +26,7 @@ from scratchlab.data.synth.engine import (
     sample_quantiles,
     stored_as_jpeg,
     to_rgb,
+    visible_pixels,
 )
 from scratchlab.data.synth.params import TextParams
 from scratchlab.errors import ConfigError
@@ -318,7 +319,15 @@ def render_text(seed: int, bad: bool, params: TextParams | None = None) -> Synth
     scratch_rng = streams["scratch"]
     contrast = scene.ink_cov * scene.opacity * np.maximum(scene.paper - scene.ink_level, 0) * scene.light
     contrast *= (1 - scene.corner) * (1 - scene.glare)
-    damage = np.maximum.reduce(place_scratches(scratch_rng, clean.shape[:2], p.scratch, contrast))
-    result = finish(clean, to_rgb(scene.compose(damage)), p.scratch, scratch_rng)
+    best, best_n = clean, -1
+    for _ in range(p.scratch.max_tries):  # blur and faint print can hide a scratch: re-draw until it shows
+        damage = np.maximum.reduce(place_scratches(scratch_rng, clean.shape[:2], p.scratch, contrast))
+        scratched = to_rgb(scene.compose(damage))
+        n = visible_pixels(clean, scratched, p.visible_change)
+        if n > best_n:
+            best, best_n = scratched, n
+        if n >= p.min_visible:
+            break
+    result = finish(clean, best, p.scratch, scratch_rng)
     result.image = to_rgb(stored_as_jpeg(result.image[:, :, 0], streams["jpeg"], p.jpeg_prob, p.jpeg_quality))
     return result
