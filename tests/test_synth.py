@@ -190,6 +190,8 @@ def test_source_caches_by_arguments(tmp_path: Path) -> None:
         SyntheticSource("text", str(tmp_path), 6, 0.5, 3, params={"no_such_knob": 1})
     with pytest.raises(ConfigError):
         SyntheticSource("wood", str(tmp_path), 6, 0.5, 3)
+    with pytest.raises(ConfigError, match="max_tries"):  # no draw at all would leave a bad image unscratched
+        SyntheticSource("text", str(tmp_path), 6, 0.5, 3, params={"scratch": {"max_tries": 0}})
 
 
 @pytest.mark.parametrize("kind", ["text", "metal"])

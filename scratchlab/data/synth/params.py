@@ -44,6 +44,10 @@ class ScratchParams:
     mask_dilate: tuple[int, int] = (1, 2)  # dilation of the changed pixels into the mask, px
     mask_close: int = 13  # closing diameter that bridges gaps within one scratch, px (0: off)
 
+    def __post_init__(self) -> None:
+        if not isinstance(self.max_tries, int) or self.max_tries < 1:
+            raise ConfigError(f"scratch.max_tries={self.max_tries!r} draws no scratch; set it to a whole number >= 1")
+
 
 @dataclass
 class TextParams:
