@@ -95,10 +95,15 @@ def place_scratches(
     return maps
 
 
-def visible_pixels(before: np.ndarray, after: np.ndarray, level: float) -> int:
-    """How many pixels of ``after`` differ from ``before`` by at least ``level`` gray levels (any channel)."""
+def _change(before: np.ndarray, after: np.ndarray) -> np.ndarray:
+    """Per-pixel absolute change in gray levels (the largest over channels)."""
     diff = np.abs(after.astype(np.int16) - before.astype(np.int16))
-    return int(np.count_nonzero((diff.max(axis=2) if diff.ndim == 3 else diff) >= level))
+    return diff.max(axis=2) if diff.ndim == 3 else diff
+
+
+def visible_pixels(before: np.ndarray, after: np.ndarray, level: float) -> int:
+    """How many pixels of ``after`` differ from ``before`` by ``level`` gray levels or more."""
+    return int(np.count_nonzero(_change(before, after) >= level))
 
 
 def change_mask(before: np.ndarray, after: np.ndarray, tol: int, dilate: int, close: int = 0) -> np.ndarray:
@@ -106,10 +111,7 @@ def change_mask(before: np.ndarray, after: np.ndarray, tol: int, dilate: int, cl
 
     A closing of diameter ``close`` px then bridges the small gaps between pieces of one scratch.
     """
-    diff = np.abs(after.astype(np.int16) - before.astype(np.int16))
-    if diff.ndim == 3:
-        diff = diff.max(axis=2)
-    mask = (diff > tol).astype(np.uint8) * 255
+    mask = (_change(before, after) > tol).astype(np.uint8) * 255
     if dilate > 0 and mask.any():
         k = 2 * dilate + 1
         mask = cv2.dilate(mask, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (k, k)))

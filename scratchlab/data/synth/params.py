@@ -91,10 +91,16 @@ class TextParams:
     voids: tuple[int, int] = (0, 3)  # small print voids (ink missing from birth, round, 1-3 px) per image
     label_edge_prob: float = 0.2  # chance the label's straight edge crosses the photo, background beyond
     scratch: ScratchParams = field(default_factory=ScratchParams)
-    # a bad photo shows its damage: scratches are re-drawn (up to scratch.max_tries times) until at least
-    # min_visible pixels of the finished photo differ from the clean one by visible_change gray levels
+    # a bad photo shows its damage: its scratches are re-drawn (up to visible_tries times, else the most visible
+    # draw is kept) until at least min_visible pixels of the photo before JPEG storage differ from the clean one
+    # by visible_change gray levels or more (min_visible 0: the first draw, however faint)
     visible_change: float = 25.0
     min_visible: int = 20
+    visible_tries: int = 12
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.visible_tries, int) or self.visible_tries < 1:
+            raise ConfigError(f"visible_tries={self.visible_tries!r} draws no scratch; set it to a whole number >= 1")
 
 
 @dataclass

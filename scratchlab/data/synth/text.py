@@ -3,7 +3,8 @@
 The scene (font and stroke weight, paper, print and its voids, lighting and glare, dark corner or label
 edge, stray marks, dust and fibres, blur, sensor noise) is drawn once from its own random sub-streams; the
 clean and the scratched photo are composed from the same scene, so the mask is exactly the set of pixels
-the scratch changed. JPEG storage, when drawn, comes after the mask is taken.
+the scratch changed. Scratches that blur or faint print would hide are drawn again (``visible_change``,
+``min_visible``). JPEG storage, when drawn, comes after the mask is taken.
 """
 from __future__ import annotations
 
@@ -320,7 +321,7 @@ def render_text(seed: int, bad: bool, params: TextParams | None = None) -> Synth
     contrast = scene.ink_cov * scene.opacity * np.maximum(scene.paper - scene.ink_level, 0) * scene.light
     contrast *= (1 - scene.corner) * (1 - scene.glare)
     best, best_n = clean, -1
-    for _ in range(p.scratch.max_tries):  # blur and faint print can hide a scratch: re-draw until it shows
+    for _ in range(p.visible_tries):  # blur and faint print can hide a scratch: re-draw until it shows
         damage = np.maximum.reduce(place_scratches(scratch_rng, clean.shape[:2], p.scratch, contrast))
         scratched = to_rgb(scene.compose(damage))
         n = visible_pixels(clean, scratched, p.visible_change)
