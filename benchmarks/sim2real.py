@@ -60,8 +60,8 @@ def _train(workdir: Path, name: str, overrides: list[str], epochs: int) -> tuple
     return metrics, time.perf_counter() - start, run_dir / "checkpoints" / "best.ckpt"
 
 
-def _zero_shot(workdir: Path, ckpt: Path, real: list[str]) -> float:
-    """Test AUROC of the synthetic-trained checkpoint on the real set's test split."""
+def _real_test_auroc(workdir: Path, ckpt: Path, real: list[str]) -> float:
+    """Test AUROC of a checkpoint on the real set's test split (or the one a split file in ``real`` names)."""
     cfg = compose("evaluate", [f"paths.root_dir={workdir}", f"ckpt={ckpt}", "link_run=false", "log_predictions=never",
                                "name=sim2real", *real])
     return float(evaluate(cfg)["test/auroc"])
@@ -116,7 +116,7 @@ def main() -> None:
             print(f"synthetic metal: {args.synthetic_count} images, {args.epochs} epochs, {seconds:.0f} s", flush=True)
         for name, real in sets.items():
             if "zero_shot" in args.only:
-                rows.append((name, "zero_shot", _zero_shot(workdir, synthetic_ckpt, real), 0.0))
+                rows.append((name, "zero_shot", _real_test_auroc(workdir, synthetic_ckpt, real), 0.0))
             runs = {"real_only": [], "finetune": [f"model.weights_path={synthetic_ckpt}"] if need_synthetic else None,
                     "synthetic_fraction": [f"data.synthetic_fraction={args.synthetic_fraction}",
                                            f"data.synthetic_appearance={DRAWN_APPEARANCE[name]}"]}
@@ -124,8 +124,8 @@ def main() -> None:
                 root, unseen = _good_only_set(workdir, name, real, args.good_only_fraction)
                 _, seconds, ckpt = _train(workdir, f"{name}-good_only", ["data=folder", f"data.root='{root}'", *overrides],
                                           args.epochs)
-                rows.append((name, "good_only", _zero_shot(workdir, ckpt, real), seconds))
-                rows.append((name, "good_only_all_bad", _zero_shot(workdir, ckpt, [*real, f"data.split.file='{unseen}'"]),
+                rows.append((name, "good_only", _real_test_auroc(workdir, ckpt, real), seconds))
+                rows.append((name, "good_only_all_bad", _real_test_auroc(workdir, ckpt, [*real, f"data.split.file='{unseen}'"]),
                              seconds))
             for regime, extra in runs.items():
                 if regime in args.only and extra is not None:

@@ -20,6 +20,12 @@ CODE_FONTS = ("DejaVuSans-Bold.ttf", "DejaVuSansMono-Bold.ttf", "DejaVuSerif-Bol
 """Fonts of matplotlib's bundled set that print codes plausibly: bold sans, mono and serif, and one regular."""
 
 
+def _require_draws(name: str, value: object) -> None:
+    """A count of draws below 1 would leave a bad image without a scratch."""
+    if not isinstance(value, int) or value < 1:
+        raise ConfigError(f"{name}={value!r} draws no scratch; set it to a whole number >= 1")
+
+
 @dataclass
 class ScratchParams:
     """Shape and strength of the scratches added to a bad image."""
@@ -45,8 +51,7 @@ class ScratchParams:
     mask_close: int = 13  # closing diameter that bridges gaps within one scratch, px (0: off)
 
     def __post_init__(self) -> None:
-        if not isinstance(self.max_tries, int) or self.max_tries < 1:
-            raise ConfigError(f"scratch.max_tries={self.max_tries!r} draws no scratch; set it to a whole number >= 1")
+        _require_draws("scratch.max_tries", self.max_tries)
 
 
 @dataclass
@@ -99,8 +104,7 @@ class TextParams:
     visible_tries: int = 12
 
     def __post_init__(self) -> None:
-        if not isinstance(self.visible_tries, int) or self.visible_tries < 1:
-            raise ConfigError(f"visible_tries={self.visible_tries!r} draws no scratch; set it to a whole number >= 1")
+        _require_draws("visible_tries", self.visible_tries)
 
 
 @dataclass
