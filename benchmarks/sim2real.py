@@ -125,8 +125,8 @@ def main() -> None:
                 _, seconds, ckpt = _train(workdir, f"{name}-good_only", ["data=folder", f"data.root='{root}'", *overrides],
                                           args.epochs)
                 rows.append((name, "good_only", _real_test_auroc(workdir, ckpt, real), seconds))
-                rows.append((name, "good_only_all_bad", _real_test_auroc(workdir, ckpt, [*real, f"data.split.file='{unseen}'"]),
-                             seconds))
+                every_bad = [*real, f"data.split.file='{unseen}'"]
+                rows.append((name, "good_only_all_bad", _real_test_auroc(workdir, ckpt, every_bad), seconds))
             for regime, extra in runs.items():
                 if regime in args.only and extra is not None:
                     metrics, seconds, _ = _train(workdir, f"{name}-{regime}", [*real, *extra, *overrides], args.epochs)
