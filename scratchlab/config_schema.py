@@ -76,6 +76,7 @@ class ModelSchema:
     image_size: int | None = limits(ge=8)
     dropout: float = limits(ge=0, le=1)
     resize: Literal["stretch", "letterbox", "pad"] | None = limits()
+    channels_last: bool = limits()
 
 
 @dataclass

@@ -85,6 +85,24 @@ def test_auto_class_weights(tmp_path: Path) -> None:
         assert float(getattr(bce, "bce", bce).pos_weight) == pytest.approx(30.0), loss
 
 
+@pytest.mark.parametrize("model", ["cnn", "unet", "resnet50"])
+def test_channels_last_changes_the_layout_not_the_network(tmp_path: Path, model: str) -> None:
+    nets = {}
+    for layout in (True, False):
+        torch.manual_seed(0)
+        cfg = _cfg(tmp_path, f"model={model}", "model.image_size=32", f"model.channels_last={str(layout).lower()}")
+        nets[layout] = build_task(cfg, ["good", "bad"]).net.eval()
+    assert compose("train", [f"model={model}"]).model.channels_last, "on by default"
+    for layout, net in nets.items():
+        convs = [m.weight for m in net.modules() if isinstance(m, torch.nn.Conv2d)
+                 and m.weight.shape[1] > 1 and m.weight.shape[-1] > 1]  # else both layouts are one
+        assert convs and all(w.is_contiguous(memory_format=torch.channels_last) == layout for w in convs)
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(nets[True](x), nets[False](x), rtol=1e-4, atol=1e-5)
+    nets[False].load_state_dict(nets[True].state_dict())  # a checkpoint of either layout loads into the other
+
+
 def test_weights_path_loads_local_file(tmp_path: Path) -> None:
     source = timm_classifier("mobilenetv2_050", num_outputs=1000)
     path = tmp_path / "weights.pth"

@@ -5,6 +5,7 @@ import inspect
 
 from hydra.errors import InstantiationException
 from hydra.utils import get_object, instantiate
+import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
@@ -17,8 +18,10 @@ _SHARED_KEYS = ("task", "name", "image_size", "resize", "score_threshold", "min_
 
 def build_model(model_cfg: DictConfig, num_outputs: int) -> nn.Module:
     """Instantiate ``model_cfg`` (a ``model=`` config) with ``num_outputs`` outputs; ``model.weights_path`` to a
-    scratchlab ``.ckpt`` starts any model from that checkpoint's network, other files go to the factory."""
+    scratchlab ``.ckpt`` starts any model from that checkpoint's network, other files go to the factory;
+    ``model.channels_last`` stores its 4-D weights channels-last, so its convolutions run in that layout."""
     cfg = OmegaConf.to_container(model_cfg, resolve=True)
+    channels_last = bool(cfg.pop("channels_last", False))
     accepted = inspect.signature(get_object(cfg["_target_"])).parameters
     checkpoint = cfg.pop("weights_path", None) if is_checkpoint(cfg.get("weights_path")) else None
     if checkpoint:
@@ -38,4 +41,4 @@ def build_model(model_cfg: DictConfig, num_outputs: int) -> nn.Module:
         raise
     if checkpoint:
         load_checkpoint_weights(model, checkpoint)
-    return model
+    return model.to(memory_format=torch.channels_last) if channels_last else model
