@@ -211,8 +211,8 @@ def train_and_test(recipe: str, split: dict[str, tuple[list, list, list]], cfg, 
         net = classifier(cfg)
         optimizer = torch.optim.Adam(net.parameters(), lr=cfg.optimizer.lr, weight_decay=cfg.optimizer.weight_decay)
 
-    layout = torch.channels_last if cfg.model.get("channels_last") else torch.preserve_format
-    net = net.to(device, memory_format=layout)
+    memory_format = torch.channels_last if cfg.model.get("channels_last") else torch.preserve_format
+    net = net.to(device, memory_format=memory_format)
     amp = device == "cuda" and str(cfg.trainer.precision).startswith("16")
     scaler = torch.amp.GradScaler("cuda", enabled=amp)
 

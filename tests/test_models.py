@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 from hydra.utils import instantiate
+from omegaconf import open_dict
 
 from scratchlab.builders import build_task
 from scratchlab.config import CONFIG_DIR, compose
@@ -85,6 +86,12 @@ def test_auto_class_weights(tmp_path: Path) -> None:
         assert float(getattr(bce, "bce", bce).pos_weight) == pytest.approx(30.0), loss
 
 
+def _conv_weights(net: torch.nn.Module) -> list[torch.Tensor]:
+    """Weights of the convolutions whose two layouts differ (depthwise and 1x1 kernels have the same strides in both)."""
+    return [m.weight for m in net.modules()
+            if isinstance(m, torch.nn.Conv2d) and m.weight.shape[1] > 1 and m.weight.shape[-1] > 1]
+
+
 @pytest.mark.parametrize("model", ["cnn", "unet", "resnet50"])
 def test_channels_last_changes_the_layout_not_the_network(tmp_path: Path, model: str) -> None:
     nets = {}
@@ -94,13 +101,27 @@ def test_channels_last_changes_the_layout_not_the_network(tmp_path: Path, model:
         nets[layout] = build_task(cfg, ["good", "bad"]).net.eval()
     assert compose("train", [f"model={model}"]).model.channels_last, "on by default"
     for layout, net in nets.items():
-        convs = [m.weight for m in net.modules() if isinstance(m, torch.nn.Conv2d)
-                 and m.weight.shape[1] > 1 and m.weight.shape[-1] > 1]  # else both layouts are one
+        convs = _conv_weights(net)
         assert convs and all(w.is_contiguous(memory_format=torch.channels_last) == layout for w in convs)
     x = torch.randn(2, 3, 32, 32)
     with torch.no_grad():
-        torch.testing.assert_close(nets[True](x), nets[False](x), rtol=1e-4, atol=1e-5)
-    nets[False].load_state_dict(nets[True].state_dict())  # a checkpoint of either layout loads into the other
+        torch.testing.assert_close(nets[True](x), nets[False](x), rtol=1e-4, atol=1e-5)  # up to float rounding
+    torch.manual_seed(1)
+    trained = build_task(_cfg(tmp_path, f"model={model}", "model.image_size=32"), ["good", "bad"]).net.eval()
+    for layout, net in nets.items():  # a state dict of either layout loads into the other, which keeps its own
+        net.load_state_dict(trained.state_dict())
+        assert all(w.is_contiguous(memory_format=torch.channels_last) == layout for w in _conv_weights(net))
+        with torch.no_grad():
+            torch.testing.assert_close(net(x), trained(x), rtol=1e-4, atol=1e-5)
+
+
+def test_configs_without_channels_last_keep_contiguous_weights(tmp_path: Path) -> None:
+    """Checkpoints written before the key existed rebuild their networks as they were trained."""
+    cfg = _cfg(tmp_path, "model=cnn", "model.image_size=32")
+    with open_dict(cfg):
+        del cfg.model["channels_last"]
+    convs = _conv_weights(build_task(cfg, ["good", "bad"]).net)
+    assert convs and not any(w.is_contiguous(memory_format=torch.channels_last) for w in convs)
 
 
 def test_weights_path_loads_local_file(tmp_path: Path) -> None:

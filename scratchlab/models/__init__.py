@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import inspect
 
+import torch
 from hydra.errors import InstantiationException
 from hydra.utils import get_object, instantiate
-import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
@@ -21,7 +21,7 @@ def build_model(model_cfg: DictConfig, num_outputs: int) -> nn.Module:
     scratchlab ``.ckpt`` starts any model from that checkpoint's network, other files go to the factory;
     ``model.channels_last`` stores its 4-D weights channels-last, so its convolutions run in that layout."""
     cfg = OmegaConf.to_container(model_cfg, resolve=True)
-    channels_last = bool(cfg.pop("channels_last", False))
+    channels_last = bool(cfg.pop("channels_last", False))  # absent in older checkpoints' configs: as they trained
     accepted = inspect.signature(get_object(cfg["_target_"])).parameters
     checkpoint = cfg.pop("weights_path", None) if is_checkpoint(cfg.get("weights_path")) else None
     if checkpoint:
