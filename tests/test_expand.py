@@ -124,6 +124,69 @@ def test_synth_cli_user_errors_are_one_line(tmp_path: Path) -> None:
     assert summary.bad == summary.good == 10
 
 
+def test_overwrite_refuses_a_folder_it_did_not_write(tmp_path: Path) -> None:
+    goods = write_goods(tmp_path / "in", broken=False)
+    out = tmp_path / "par"
+    (out / "raw").mkdir(parents=True)
+    (out / "raw" / "keep.png").write_bytes(b"user data")
+    (out / "labels.csv").write_text("keep me\n")
+    before = _files(out)
+    with pytest.raises(ConfigError, match=r"output=.*par is not an earlier scratchlab.synth output \(it holds "
+                                          r"labels.csv\).*choose a new or empty folder") as err:
+        expand_folder(goods, out, 3, overwrite=True, progress=False)
+    assert "\n" not in str(err.value)
+    (out / "expand.json").write_text('{"n": 0, "good": 0}')  # a look-alike does not help
+    with pytest.raises(ConfigError, match=r"it holds labels.csv"):
+        expand_folder(goods, out, 3, overwrite=True, progress=False)
+    (out / "expand.json").unlink()
+    assert _files(out) == before and sorted(p.name for p in tmp_path.iterdir()) == ["in", "par"]
+    result = run_cli("scratchlab.synth", [f"input={goods}", f"output={out}", "n=3", "overwrite=true",
+                                          f"paths.root_dir={tmp_path}"], cwd=tmp_path)
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert result.returncode == 2 and len(errors) == 1 and "labels.csv" in errors[0], result.stderr[-1000:]
+    assert _files(out) == before
+
+
+def test_input_inside_the_output_is_refused(tmp_path: Path) -> None:
+    par = tmp_path / "par"
+    raw = write_goods(par / "raw", broken=False)
+    (par / "labels.csv").write_text("keep me\n")
+    before = _files(par)
+    for output, overwrite in ((par, True), (par, False), (raw, True)):
+        with pytest.raises(ConfigError, match=r"input=.* is or lies inside output=.*choose an output folder outside"):
+            expand_folder(raw, output, 3, overwrite=overwrite, progress=False)
+    assert _files(par) == before
+    # an earlier synth output would pass the overwrite check: its own good/ as the input must not
+    out = tmp_path / "out"
+    expand_folder(raw, out, 3, progress=False)
+    earlier = _files(out)
+    with pytest.raises(ConfigError, match="lies inside output"):
+        expand_folder(out / "good", out, 3, overwrite=True, progress=False)
+    assert _files(out) == earlier
+
+
+def test_overwrite_replaces_only_an_earlier_synth_output(tmp_path: Path) -> None:
+    goods = write_goods(tmp_path / "in", broken=False)
+    out = tmp_path / "out"
+    out.mkdir()  # an empty folder is fine without overwrite
+    expand_folder(goods, out, 3, progress=False)
+    summary = expand_folder(goods, out, 5, seed=1, overwrite=True, progress=False)
+    assert summary.bad == 5 and len(_records(out)) == 5 and len(list((out / "bad").iterdir())) == 5
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in", "out"]  # no temporary folders left
+    for extra, why in (("good/extra.png", r"good/ holds 11 files where its expand.json records 10"),
+                       ("good/notes.txt", r"it holds good/notes.txt"),
+                       ("masks/zz.png", r"it holds masks/zz.png"),
+                       (".hidden", r"it holds .hidden")):
+        (out / extra).write_bytes((goods / "gray0.png").read_bytes())
+        before = _files(out)
+        with pytest.raises(ConfigError, match=rf"not an earlier scratchlab.synth output \({why}\)"):
+            expand_folder(goods, out, 3, overwrite=True, progress=False)
+        assert _files(out) == before
+        (out / extra).unlink()
+    expand_folder(goods, out, 2, overwrite=True, progress=False)
+    assert len(_records(out)) == 2
+
+
 def _pasted_expectation(rec_paste: dict, shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
     """The real source pixels (shifted) where one recorded right-angle paste lands, and where it lands."""
     x0, y0, x1, y1 = rec_paste["box"]

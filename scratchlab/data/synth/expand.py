@@ -201,6 +201,77 @@ def count_bad(n_good: int, n: int | None, bad_fraction: float | None) -> int:
     return max(1, int(round(n_good * f / (1.0 - f))))
 
 
+OUTPUT_FOLDERS = ("good", "bad", "masks")
+OUTPUT_FILES = (ANNOTATIONS_FILE, META_FILE)
+"""Everything :func:`expand_folder` writes into its output folder."""
+
+
+def _foreign_top_entry(out: Path) -> str | None:
+    """The first entry of the folder ``out`` that is not one :func:`expand_folder` writes, as ``it holds X``."""
+    for entry in sorted(out.iterdir(), key=lambda p: p.name):
+        expected_dir = entry.name in OUTPUT_FOLDERS
+        if entry.name not in OUTPUT_FOLDERS + OUTPUT_FILES or entry.is_symlink() \
+                or not (entry.is_dir() if expected_dir else entry.is_file()):
+            return f"it holds {entry.name}{'/' if entry.is_dir() else ''}"
+    return None
+
+
+def _earlier_meta(out: Path) -> dict[str, Any] | None:
+    """``expand.json`` of an earlier :func:`expand_folder` output with its annotation ``records``; None when
+    either file is missing, unreadable or not of that shape."""
+    try:
+        meta = json.loads((out / META_FILE).read_text())
+        records = [json.loads(line) for line in (out / ANNOTATIONS_FILE).read_text().splitlines() if line]
+    except (OSError, ValueError):
+        return None
+    if not isinstance(meta, dict) or not all(isinstance(meta.get(k), int) for k in ("n", "good")) \
+            or not all(isinstance(r, dict) for r in records):
+        return None
+    return {**meta, "records": records}
+
+
+def foreign_entry(out: Path) -> str | None:
+    """Why the existing non-empty folder ``out`` is not an earlier output of :func:`expand_folder` (its first
+    entry that run did not write, or a file count that differs from its ``expand.json``); None when it is one."""
+    if not out.is_dir():
+        return "it is a file"
+    why = _foreign_top_entry(out)
+    if why is not None:
+        return why
+    meta = _earlier_meta(out)
+    if meta is None:
+        return f"its {META_FILE} and {ANNOTATIONS_FILE} are missing or were not written by scratchlab.synth"
+    written = {"good": meta["good"], "bad": meta["n"], "masks": meta["n"]}
+    listed = {"bad": {r.get("image") for r in meta["records"]}, "masks": {r.get("mask") for r in meta["records"]}}
+    for sub in OUTPUT_FOLDERS:
+        files = sorted((out / sub).iterdir(), key=lambda p: p.name)
+        for f in files:
+            name = f"{sub}/{f.name}"
+            if f.is_symlink() or not f.is_file() or f.name.startswith(".") \
+                    or f.suffix.lower() not in IMAGE_EXTENSIONS or (sub in listed and name not in listed[sub]):
+                return f"it holds {name}{'/' if f.is_dir() else ''}"
+        if len(files) != written[sub]:
+            return f"{sub}/ holds {len(files)} files where its {META_FILE} records {written[sub]}"
+    return None
+
+
+def check_output(out: Path, output: str | Path, input_dir: str | Path, overwrite: bool) -> None:
+    """ConfigError unless ``out`` may be written: outside the input folder, and new, empty or (with
+    ``overwrite``) an earlier output of :func:`expand_folder` and nothing else."""
+    inp = Path(str(input_dir)).expanduser().resolve()
+    if inp == out or out in inp.parents:
+        raise ConfigError(f"input={input_dir} is or lies inside output={output}; choose an output folder "
+                          "outside the input")
+    if not out.exists() or (out.is_dir() and not any(out.iterdir())):
+        return
+    if not overwrite:
+        raise ConfigError(f"output={output} exists and is not empty; choose a new folder or add overwrite=true")
+    why = foreign_entry(out)
+    if why is not None:
+        raise ConfigError(f"output={output} is not an earlier scratchlab.synth output ({why}); overwrite=true "
+                          "replaces only such a folder: choose a new or empty folder")
+
+
 def expand_folder(input_dir: str | Path, output: str | Path, n: int | None = None, *, mode: str = "synthetic",
                   appearance: str = "ink", seed: int = 0, bad_fraction: float | None = None,
                   source: str | Path | None = None, mask_threshold: int = 128,
@@ -210,8 +281,10 @@ def expand_folder(input_dir: str | Path, output: str | Path, n: int | None = Non
     (``n`` scratched copies of randomly chosen good images and their 0/255 masks), ``annotations.jsonl``
     (per bad image: its good image, mode, copy-paste placements, polygons, boxes) and ``expand.json``.
 
-    Written into a temporary sibling folder renamed to ``output`` at the end. Unreadable inputs are
-    skipped (returned in ``skipped``); none readable, or no image at all, is a DataError.
+    Written into a temporary sibling folder renamed to ``output`` at the end. ``output`` must not hold the
+    input folder; an existing non-empty one is a ConfigError, and ``overwrite`` replaces it only when it is
+    an earlier output of this function and holds nothing else (:func:`foreign_entry`). Unreadable inputs
+    are skipped (returned in ``skipped``); none readable, or no image at all, is a DataError.
     """
     if mode not in MODES:
         raise ConfigError(f"mode={mode!r} is not one of {', '.join(MODES)}")
@@ -220,10 +293,7 @@ def expand_folder(input_dir: str | Path, output: str | Path, n: int | None = Non
     cp = params_from_dict(CopyPasteParams, copy_paste) if not isinstance(copy_paste, CopyPasteParams) else copy_paste
     files = find_inputs(input_dir)
     out = Path(str(output)).expanduser().resolve()
-    if out == Path(str(input_dir)).expanduser().resolve():
-        raise ConfigError("output must be a new folder, not the input folder")
-    if out.exists() and (not out.is_dir() or any(out.iterdir())) and not overwrite:
-        raise ConfigError(f"output={output} exists and is not empty; choose a new folder or add overwrite=true")
+    check_output(out, output, input_dir, overwrite)
     count_bad(len(files), n, bad_fraction)  # argument errors before any work
     bank = None
     if mode != "synthetic":
