@@ -8,13 +8,15 @@ stay in Lightning's ``hyper_parameters``.
 
 Files are loaded with ``torch.load(weights_only=True)``: tensors and plain data (dicts, lists, strings,
 numbers) only. A file that holds anything else is refused before any of its objects is built, so a
-checkpoint from a stranger is data, never code.
+checkpoint from a stranger is data, never code. A path that is no checkpoint at all (a folder, an ONNX or
+TorchScript export, an image) is named as such before ``torch.load`` sees it.
 """
 from __future__ import annotations
 
 import datetime as _dt
 import pickle
 import re
+import zipfile
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -92,11 +94,54 @@ def _refusal(path: Path, err: Exception) -> ConfigError:
                        "a scratchlab checkpoint holds only tensors and plain data, so use one written by scratchlab.train")
 
 
+def _file_kind(path: Path) -> str:
+    """``checkpoint`` (torch.save's zip archive), ``torchscript``, ``pickle`` (legacy torch.save or a bare
+    pickle) or ``other``, judged from the file's bytes without unpickling anything."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(1)
+        if not zipfile.is_zipfile(path):
+            return "pickle" if head == b"\x80" else "other"
+        with zipfile.ZipFile(path) as archive:
+            records = {name.split("/", 1)[-1] for name in archive.namelist()}
+    except (OSError, zipfile.BadZipFile) as err:
+        raise ConfigError(f"checkpoint {path} cannot be read ({err.__class__.__name__}); check the path and "
+                          "its permissions") from None
+    if "constants.pkl" in records:
+        return "torchscript"
+    return "checkpoint" if "data.pkl" in records else "other"
+
+
+def _folder_hint(path: Path) -> str:
+    """A .ckpt file inside the folder ``path`` to name in the error, or the usual place of one."""
+    for candidate in (path / "checkpoints" / "best.ckpt", path / "best.ckpt"):
+        if candidate.is_file():
+            return str(candidate)
+    found = sorted(path.glob("*.ckpt")) or sorted(path.glob("checkpoints/*.ckpt"))
+    return str(found[0] if found else path / "checkpoints" / "best.ckpt")
+
+
+def _check_is_checkpoint(path: Path) -> None:
+    """One ``ConfigError`` line for a path that is no checkpoint file: missing, a folder, an exported model
+    (ONNX, TorchScript) or any other file, before ``torch.load`` sees it."""
+    if path.is_dir():
+        raise ConfigError(f"checkpoint {path} is a folder; give the .ckpt file inside it, e.g. {_folder_hint(path)}")
+    if not path.is_file():
+        raise ConfigError(f"checkpoint {path} does not exist; pass the path of a scratchlab .ckpt file")
+    kind = _file_kind(path)
+    if kind == "torchscript" or (kind == "other" and path.suffix.lower() == ".onnx"):
+        name = "a TorchScript" if kind == "torchscript" else "an ONNX"
+        raise ConfigError(f"checkpoint {path} is {name} export, not a PyTorch checkpoint (.ckpt); predict runs it "
+                          f"as model_path={path}, everything else needs the .ckpt file written by scratchlab.train")
+    if kind == "other":
+        raise ConfigError(f"checkpoint {path} is not a PyTorch checkpoint (.ckpt); pass a .ckpt file written "
+                          "by scratchlab.train")
+
+
 def load_file(path: str | Path) -> dict[str, Any]:
     """The raw checkpoint dict, read with ``weights_only=True``; every failure is one ``ConfigError`` line."""
     path = Path(path).expanduser()
-    if not path.is_file():
-        raise ConfigError(f"checkpoint {path} does not exist; pass the path of a scratchlab .ckpt file")
+    _check_is_checkpoint(path)
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:

@@ -110,8 +110,11 @@ def run_predict(cfg: DictConfig) -> int:
         raise ConfigError("give exactly one of ckpt=PATH (a scratchlab .ckpt) or model_path=FILE "
                           "(.onnx / .pt from scratchlab.export)")
     for key, what in (("ckpt", "a scratchlab .ckpt file"), ("model_path", "an .onnx / .pt file from scratchlab.export")):
-        if cfg.get(key) and not Path(str(cfg[key])).expanduser().is_file():  # before the slow imports
+        path = Path(str(cfg.get(key) or "")).expanduser()
+        if cfg.get(key) and not path.exists():  # before the slow imports
             raise ConfigError(f"{key}={cfg[key]} does not exist; pass the path of {what}")
+        if cfg.get(key) and key == "model_path" and path.is_dir():  # a ckpt= folder: the checkpoint reader says more
+            raise ConfigError(f"{key}={cfg[key]} is a folder; pass the path of {what}")
     if int(cfg.batch_size) < 1:
         raise ConfigError(f"batch_size={cfg.batch_size} must be at least 1")
     files, root = collect_inputs(cfg.input, bool(cfg.get("recursive", False)))

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -71,3 +72,41 @@ def test_checkpoints_of_another_format_are_refused_clearly(tmp_path: Path) -> No
     torch.save({"weights": torch.zeros(3)}, foreign)
     with pytest.raises(ConfigError, match="not written by scratchlab.train"):
         read_checkpoint(foreign)
+
+
+def test_files_that_are_not_checkpoints_are_named_as_such(tmp_path: Path) -> None:
+    png = tmp_path / "image.ckpt"
+    Image.fromarray(np.zeros((4, 4, 3), np.uint8)).save(png, format="PNG")
+    text = tmp_path / "notes.ckpt"
+    text.write_text("not a checkpoint\n")
+    empty = tmp_path / "empty.ckpt"
+    empty.write_bytes(b"")
+    for path in (png, text, empty):
+        with pytest.raises(ConfigError, match=r"is not a PyTorch checkpoint \(\.ckpt\)") as err:
+            read_checkpoint(path)
+        assert "refused" not in str(err.value) and "run code" not in str(err.value)
+
+
+def test_exported_models_point_to_model_path(tmp_path: Path) -> None:
+    onnx = tmp_path / "model.onnx"
+    onnx.write_bytes(b"\x08\x07\x12\x07pytorch")  # an ONNX protobuf starts like this
+    with pytest.raises(ConfigError, match=r"ONNX export.*model_path=") as err:
+        read_checkpoint(onnx)
+    assert "refused" not in str(err.value)
+    scripted = tmp_path / "model.pt"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # torch.jit is deprecated, still what export writes
+        torch.jit.save(torch.jit.script(torch.nn.Linear(2, 1)), str(scripted))
+    with pytest.raises(ConfigError, match=r"TorchScript export.*model_path=") as err:
+        read_checkpoint(scripted)
+    assert "refused" not in str(err.value)
+
+
+def test_a_folder_names_the_checkpoint_inside_it(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    (run / "checkpoints").mkdir(parents=True)
+    with pytest.raises(ConfigError, match=r"is a folder; give the \.ckpt file inside it.*checkpoints/best\.ckpt"):
+        read_checkpoint(run)
+    (run / "checkpoints" / "epoch=3.ckpt").write_bytes(b"")
+    with pytest.raises(ConfigError, match=r"is a folder.*checkpoints/epoch=3\.ckpt"):
+        read_checkpoint(run)
