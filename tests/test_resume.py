@@ -3,6 +3,7 @@ resume=RUN_ID continues the same MLflow run and ends where an uninterrupted run 
 share only the MLflow store."""
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
@@ -23,15 +24,21 @@ def _overrides(root: Path, data: Path, run_dir: str) -> list[str]:
             "callbacks.progress_bar.refresh_rate=0"]
 
 
-def _interrupt_after_first_epoch(root: Path, data: Path, signum: int) -> subprocess.CompletedProcess:
-    args = [sys.executable, "-m", "scratchlab.train", *_overrides(root, data, "interrupted")]
+def _interrupt_after_first_epoch(root: Path, data: Path, signum: int, *extra: str,
+                                 group: bool = False) -> subprocess.CompletedProcess:
+    """Signal a training after its first epoch: its process alone, or (``group``) its whole process group, as a
+    terminal's Ctrl-C or ``timeout`` do, loader workers included."""
+    args = [sys.executable, "-m", "scratchlab.train", *_overrides(root, data, "interrupted"), *extra]
     proc = subprocess.Popen(args, cwd=root, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env=cli_env())
+                            env=cli_env(), start_new_session=group)
     last = root / "logs" / "interrupted" / "checkpoints" / "last.ckpt"
     deadline = time.monotonic() + 300
     while not last.exists() and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.05)
-    proc.send_signal(signum)
+    if group:
+        os.killpg(proc.pid, signum)
+    else:
+        proc.send_signal(signum)
     out, err = proc.communicate(timeout=300)
     return subprocess.CompletedProcess(args, proc.returncode, out, err)
 
@@ -59,18 +66,31 @@ def test_ctrl_c_leaves_killed_run_with_last_checkpoint(tmp_path: Path, tiny_data
     _assert_killed_with_last_checkpoint(result, tmp_path, 130)
 
 
-def test_resume_continues_the_run_and_matches_an_uninterrupted_one(tmp_path: Path, tiny_dataset: Path) -> None:
-    interrupted = _interrupt_after_first_epoch(tmp_path, tiny_dataset, signal.SIGTERM)
+@pytest.mark.parametrize("signum,code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_a_signal_to_the_process_group_with_loader_workers_is_an_interrupt(tmp_path: Path, tiny_dataset: Path,
+                                                                            signum: int, code: int) -> None:
+    """The workers get the signal too; they leave it to the main process instead of dying mid-batch (which
+    made the run FAILED, with no last.ckpt logged)."""
+    result = _interrupt_after_first_epoch(tmp_path, tiny_dataset, signum, "data.num_workers=2", group=True)
+    _assert_killed_with_last_checkpoint(result, tmp_path, code)
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_resume_continues_the_run_and_matches_an_uninterrupted_one(tmp_path: Path, tiny_dataset: Path,
+                                                                   workers: int) -> None:
+    """Also with loader workers, which draw the resumed epoch's first batches before Lightning sets its epoch."""
+    loading = f"data.num_workers={workers}"
+    interrupted = _interrupt_after_first_epoch(tmp_path, tiny_dataset, signal.SIGTERM, loading)
     run_id = _assert_killed_with_last_checkpoint(interrupted, tmp_path, 143).info.run_id
-    resumed = run_cli("scratchlab.train", [*_overrides(tmp_path, tiny_dataset, "resumed"), f"resume={run_id}"],
+    resumed = run_cli("scratchlab.train", [*_overrides(tmp_path, tiny_dataset, "resumed"), loading, f"resume={run_id}"],
                       cwd=tmp_path, timeout=600)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     run = _only_run(tmp_path)
     assert run.info.run_id == run_id and run.info.status == "FINISHED" and run.data.tags["resumed"] == "1"
     straight_root = tmp_path / "straight"
     straight_root.mkdir()
-    straight = run_cli("scratchlab.train", _overrides(straight_root, tiny_dataset, "straight"), cwd=straight_root,
-                       timeout=600)
+    straight = run_cli("scratchlab.train", [*_overrides(straight_root, tiny_dataset, "straight"), loading],
+                       cwd=straight_root, timeout=600)
     assert straight.returncode == 0, straight.stderr[-2000:]
     reference = _only_run(straight_root)
 

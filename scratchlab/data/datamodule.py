@@ -14,7 +14,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from scratchlab.data.io import image_info, read_mask
-from scratchlab.data.dataset import ImageDataset, pad_collate, seeded_loading, shape_batches
+from scratchlab.data.dataset import ImageDataset, pad_collate, seeded_loading, shape_batches, worker_init
 from scratchlab.data.memory_cache import CachedImageDataset, cache_bytes
 from scratchlab.data.splits import split_samples, splits_to_frame
 from scratchlab.data.transforms import Preprocess, build_transform, content_box, holds_crop
@@ -171,6 +171,8 @@ class ScratchDataModule(pl.LightningDataModule):
             dataset.fill(threads=max(self.num_workers, 1))  # before the workers start, so they share it
         common = {"num_workers": self.num_workers, "pin_memory": self.pin_memory,
                   "persistent_workers": self.num_workers > 0, "collate_fn": self._collate()}
+        if self.num_workers > 0:
+            common["worker_init_fn"] = partial(worker_init, rank=self.trainer.global_rank if self.trainer else 0)
         if not shuffle and self.preprocess.resize == "pad" and not self._distributed():
             # Native-size evaluation batches hold images of one input shape: none is padded beyond its own
             # input, and a segmenter judges each image from the batch's own forward pass.
@@ -178,7 +180,12 @@ class ScratchDataModule(pl.LightningDataModule):
         # A last training batch of one image breaks batch norm; drop it when there is more than one batch.
         drop_last = shuffle and len(dataset) > self.batch_size
         return DataLoader(dataset, batch_size=self.batch_size, drop_last=drop_last,
-                          **seeded_loading(len(dataset), self.seed, shuffle), **common)
+                          **seeded_loading(len(dataset), self.seed, shuffle, self._epoch()), **common)
+
+    def _epoch(self) -> int:
+        """The epoch Lightning hands the samplers next (``set_epoch``): a resumed run's, once restored; 0 outside
+        a trainer."""
+        return self.trainer.fit_loop.epoch_progress.current.processed if self.trainer is not None else 0
 
     def _distributed(self) -> bool:
         return self.trainer is not None and self.trainer.world_size > 1

@@ -1,11 +1,14 @@
 """A torch Dataset over ``Sample`` records: reads the image (and mask) and applies one transform."""
 from __future__ import annotations
 
+import os
+import signal
 from collections.abc import Iterator, Sequence
 
 import albumentations as A
 import numpy as np
 import torch
+from lightning_fabric.utilities.seed import pl_worker_init_function
 from torch.nn import functional as F
 from torch.utils.data import Dataset, Sampler
 
@@ -125,8 +128,8 @@ class EpochSampler(Sampler[tuple[int, int]]):
     depends on neither the number of loader workers nor any global random state. Lightning calls
     ``set_epoch``; without it (a wrapping distributed sampler) each pass counts as the next epoch."""
 
-    def __init__(self, n: int, seed: int, shuffle: bool) -> None:
-        self.n, self.seed, self.shuffle, self.epoch = n, seed, shuffle, 0
+    def __init__(self, n: int, seed: int, shuffle: bool, epoch: int = 0) -> None:
+        self.n, self.seed, self.shuffle, self.epoch = n, seed, shuffle, epoch
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -149,7 +152,20 @@ def shape_batches(shapes: Sequence[tuple[int, int]], batch_size: int) -> list[li
     return [idx[k:k + batch_size] for idx in groups.values() for k in range(0, len(idx), batch_size)]
 
 
-def seeded_loading(n: int, seed: int, shuffle: bool) -> dict:
+def worker_init(worker_id: int, rank: int = 0) -> None:
+    """Start of a loader worker. Ctrl-C and SIGTERM are left to the main process, which stops its workers
+    itself: a terminal's Ctrl-C (or ``timeout``) signals the whole process group, and workers dying mid-batch
+    turned an interrupt into a crash with nothing to resume from. Then Lightning's worker seeding, as it
+    adds it itself when ``seed_everything(workers=True)`` asked for it and a loader has no ``worker_init_fn``."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    if int(os.environ.get("PL_SEED_WORKERS", 0)):
+        pl_worker_init_function(worker_id, rank)
+
+
+def seeded_loading(n: int, seed: int, shuffle: bool, epoch: int = 0) -> dict:
     """``DataLoader`` arguments for ``n`` samples that make loading reproducible for any ``num_workers``:
-    an ``EpochSampler`` and the loader's own generator (worker seeds drawn from it, not from torch's)."""
-    return {"sampler": EpochSampler(n, seed, shuffle), "generator": torch.Generator().manual_seed(seed)}
+    an ``EpochSampler`` starting at ``epoch`` and the loader's own generator (worker seeds drawn from it, not
+    from torch's). Loader workers draw their first batches as the loader is iterated, before Lightning sets the
+    epoch: a loader made for a resumed run must start at the run's epoch."""
+    return {"sampler": EpochSampler(n, seed, shuffle, epoch), "generator": torch.Generator().manual_seed(seed)}
