@@ -9,6 +9,7 @@ import matplotlib.pyplot as plt
 import mlflow
 import optuna
 import pytorch_lightning as pl
+from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig, open_dict
@@ -21,7 +22,15 @@ from scratchlab.config import require_complete
 from scratchlab.evaluation.after_fit import check_choice, choose_after_fit
 from scratchlab.progress import console_callbacks
 from scratchlab.figures import training_curves_figure
-from scratchlab.resume import LAST_CHECKPOINT_TAG, Interrupted, ResumeState, resume_point, signals_interrupt
+from scratchlab.resume import (
+    LAST_CHECKPOINT_TAG,
+    Interrupted,
+    ResumeState,
+    check_same_settings,
+    resume_command,
+    resume_point,
+    signals_interrupt,
+)
 from scratchlab.pruning import pruning_callback
 from scratchlab.tasks import task_class
 from scratchlab.tracking import TrackedRun, flatten_config, mlflow_run, new_params, tracking_uri
@@ -49,8 +58,10 @@ def _log_last_checkpoint(run: TrackedRun, checkpoint: ModelCheckpoint | None, er
     if last and Path(last).is_file():
         run.log_artifact(last, "checkpoints")
         run.set_tags({LAST_CHECKPOINT_TAG: last})
+        overrides = list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
         print(f"interrupted by {err}: run {run.run_id} is KILLED; continue it with\n"
-              f"  python -m scratchlab.train resume={run.run_id}   (or ckpt_path={last})", file=sys.stderr)
+              f"  {resume_command(overrides, run.run_id)}   (or ckpt_path={last} instead of resume=)",
+              file=sys.stderr)
     else:
         print(f"interrupted by {err} before the first epoch ended: run {run.run_id} is KILLED, "
               "nothing to continue from", file=sys.stderr)
@@ -70,10 +81,13 @@ def run_training(cfg: DictConfig) -> dict[str, float]:
     check_choice(cfg)
     pl.seed_everything(cfg.seed, workers=True)
     output_dir = Path(cfg.paths.output_dir)
-    point = resume_point(cfg, MlflowClient(tracking_uri(cfg)))
+    client = MlflowClient(tracking_uri(cfg))
+    point = resume_point(cfg, client)
     if point is not None and point.checkpoint.parent.name == "checkpoints" and "model_checkpoint" in cfg.callbacks:
         with open_dict(cfg):  # keep writing next to the interrupted run's checkpoints, so its best one counts
             cfg.callbacks.model_checkpoint.dirpath = str(point.checkpoint.parent)
+    if point is not None and point.run_id is not None:
+        check_same_settings(flatten_config(cfg), client, point.run_id)  # before the run is reopened: it stays KILLED
     with signals_interrupt(), mlflow_run(cfg, resume_run_id=point.run_id if point else None) as run:
         datamodule = build_datamodule(cfg)
         datamodule.prepare_data()

@@ -75,6 +75,25 @@ def test_a_signal_to_the_process_group_with_loader_workers_is_an_interrupt(tmp_p
     _assert_killed_with_last_checkpoint(result, tmp_path, code)
 
 
+def test_resume_with_other_settings_is_refused_and_the_run_stays_killed(tmp_path: Path, tiny_dataset: Path) -> None:
+    """The printed command continues the run with its own overrides; other settings would mix two experiments in
+    one history: one error line naming them and that command, and the run stays KILLED."""
+    interrupted = _interrupt_after_first_epoch(tmp_path, tiny_dataset, signal.SIGTERM)
+    run_id = _assert_killed_with_last_checkpoint(interrupted, tmp_path, 143).info.run_id
+    hint = next(line.split("   (or")[0].strip() for line in interrupted.stderr.splitlines() if f"resume={run_id}" in line)
+    assert "model.image_size=32" in hint and "data=folder" in hint and "hydra.run.dir" not in hint
+    other = [o.replace("model.image_size=32", "model.image_size=48") for o in _overrides(tmp_path, tiny_dataset, "b")]
+    refused = run_cli("scratchlab.train", [*other, f"resume={run_id}"], cwd=tmp_path)
+    assert refused.returncode == 2, refused.stderr[-2000:]
+    error = [line for line in refused.stderr.splitlines() if line.startswith("error:")]
+    assert len(error) == 1 and "model.image_size=48 (the run: 32)" in error[0] and hint in error[0]
+    assert _only_run(tmp_path).info.status == "KILLED"
+    allowed = run_cli("scratchlab.train", [*_overrides(tmp_path, tiny_dataset, "c"), "data.num_workers=1",
+                                           f"resume={run_id}"], cwd=tmp_path, timeout=600)
+    assert allowed.returncode == 0, allowed.stderr[-2000:]  # loading parallelism may change
+    assert _only_run(tmp_path).info.status == "FINISHED"
+
+
 @pytest.mark.parametrize("workers", [0, 2])
 def test_resume_continues_the_run_and_matches_an_uninterrupted_one(tmp_path: Path, tiny_dataset: Path,
                                                                    workers: int) -> None:
