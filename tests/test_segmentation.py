@@ -243,3 +243,23 @@ def test_segmenter_image_auroc_ranks_the_verdict_scores() -> None:
     metrics.reset()
     metrics.update(probs, masks, valid, bad, labels, torch.tensor([0.9, 0.6, 0.4, 0.1]))
     assert metrics.compute()["auroc"] == pytest.approx(0.0)
+
+
+def test_segmenter_without_masks_stops_and_warns_for_unmasked_bad_images(tmp_path: Path, caplog) -> None:
+    """Bad images without masks would be learned as scratch-free: none with a mask (here: masks named
+    ``<stem>_mask.png``) is a DataError naming the mismatch; some without one is a warning. Classifiers need none."""
+    from scratchlab.builders import build_datamodule
+    from scratchlab.errors import DataError
+
+    root = write_tiny_folder_dataset(tmp_path / "data")
+    for mask in (root / "masks").iterdir():
+        mask.rename(mask.with_name(f"{mask.stem}_mask.png"))
+    seg = ["model=unet", "model.encoder_name=efficientnet-b0", "data=folder", f"data.root={root}"]
+    with pytest.raises(DataError, match=r"none of the \d+ bad training images has one.*_mask\.png"):
+        build_datamodule(_cfg(tmp_path, *seg)).setup("fit")
+    build_datamodule(_cfg(tmp_path, "model=cnn", "data=folder", f"data.root={root}")).setup("fit")
+    for mask in sorted((root / "masks").iterdir())[:6]:
+        mask.rename(mask.with_name(mask.name.replace("_mask", "")))
+    with caplog.at_level("WARNING", logger="scratchlab.data.datamodule"):
+        build_datamodule(_cfg(tmp_path, *seg)).setup("fit")
+    assert any("bad training images have no mask" in r.getMessage() for r in caplog.records)

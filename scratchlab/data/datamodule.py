@@ -33,7 +33,7 @@ class ScratchDataModule(pl.LightningDataModule):
                  check: bool = True, seed: int = 0, synthetic_fraction: float = 0.0,
                  synthetic_appearance: str = "ink", synthetic_dir: str | Path | None = None,
                  cache_images: bool | str = "auto", cache_max_gb: float = 2.0,
-                 instance_min_area: int | None = None, train_crops: bool = False) -> None:
+                 instance_min_area: int | None = None, train_crops: bool = False, learns_masks: bool = False) -> None:
         super().__init__()
         self.source = source
         self.preprocess = preprocess
@@ -51,6 +51,8 @@ class ScratchDataModule(pl.LightningDataModule):
         """Set for instance models: the loader workers build their Mask R-CNN targets."""
         self.train_crops = train_crops
         """True for models that learn from pixel masks: training augmentations may crop."""
+        self.learns_masks = learns_masks
+        """True for models that learn from pixel masks: training needs bad images with masks."""
         self.check = check
         self.seed = seed
         self.synthetic_fraction = float(synthetic_fraction or 0.0)
@@ -96,6 +98,8 @@ class ScratchDataModule(pl.LightningDataModule):
             fold=s.get("fold"), num_folds=s.get("num_folds"))
         if self.synthetic_fraction > 0 and self.splits.get("train"):
             self.splits["train"] = self.splits["train"] + self._synthetic_train(index)
+        if stage == "fit" and self.learns_masks:
+            self._require_masks(index)
         cache = self._cache_wanted(sum(len(self.splits.get(name) or []) for name in SPLITS))
         for name in SPLITS:
             if not self.splits.get(name):
@@ -181,6 +185,22 @@ class ScratchDataModule(pl.LightningDataModule):
         drop_last = shuffle and len(dataset) > self.batch_size
         return DataLoader(dataset, batch_size=self.batch_size, drop_last=drop_last,
                           **seeded_loading(len(dataset), self.seed, shuffle, self._epoch()), **common)
+
+    def _require_masks(self, index: SampleIndex) -> None:
+        """A model that learns from masks needs bad training images with one: without any it would learn that
+        no pixel is a scratch (a DataError); a bad image without a mask teaches the same of its scratches (a
+        warning)."""
+        bad = [s for s in self.splits.get("train") or [] if s.label != 0]
+        unmasked = [s for s in bad if s.mask is None]
+        if bad and len(unmasked) == len(bad):
+            names = (f"; {len(index.orphans)} mask files match no image name (e.g. {index.orphans[0].name}): "
+                     f"a mask must have its image's file name" if index.orphans else "")
+            raise DataError(f"this model learns from pixel masks, but none of the {len(bad)} bad training images "
+                            f"has one (e.g. {unmasked[0].image}){names}; add masks (masks/ beside bad/, named like "
+                            f"the images) or train a classifier (model=cnn)")
+        if unmasked:
+            log.warning("%d of %d bad training images have no mask (e.g. %s); this model learns them as scratch-free",
+                        len(unmasked), len(bad), unmasked[0].image)
 
     def _epoch(self) -> int:
         """The epoch Lightning hands the samplers next (``set_epoch``): a resumed run's, once restored; 0 outside
