@@ -23,19 +23,41 @@ class DropTips(logging.Filter):
 
 
 class EpochLine(Callback):
-    """One log line per epoch: epoch number, seconds, and the epoch's losses and metrics."""
+    """One log line per epoch: epoch number, seconds, and that epoch's own losses and metrics.
+
+    The epoch's training metrics are complete only after the module's ``on_train_epoch_end`` (which runs after
+    this callback's, and after the epoch's validation), so the line is written when the next epoch starts or
+    training ends. Validation metrics are shown only for epochs that ran a validation."""
+
+    def __init__(self) -> None:
+        self._start, self._validated = time.perf_counter(), False
+        self._pending: tuple[int, float, bool] | None = None  # epoch, seconds, validated
 
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self._start = time.perf_counter()
+        self._write_pending(trainer)
+        self._start, self._validated = time.perf_counter(), False
 
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if trainer.sanity_checking or not trainer.is_global_zero:
+        if not trainer.sanity_checking:
+            self._validated = True
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._pending = (trainer.current_epoch + 1, time.perf_counter() - self._start, self._validated)
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._write_pending(trainer)
+
+    def _write_pending(self, trainer: pl.Trainer) -> None:
+        """Write the line of the epoch that ended last, if not written yet."""
+        pending, self._pending = self._pending, None
+        if pending is None or not trainer.is_global_zero:
             return
+        epoch, seconds, validated = pending
+        stages = ("train/", "val/") if validated else ("train/",)
         metrics = {k: float(v) for k, v in trainer.callback_metrics.items()
-                   if k.startswith(("train/", "val/")) and k.split("/", 1)[1] in _EPOCH_KEYS}
+                   if k.startswith(stages) and k.split("/", 1)[1] in _EPOCH_KEYS}
         shown = " ".join(f"{k}={v:.4f}" for k, v in sorted(metrics.items()))
-        seconds = time.perf_counter() - getattr(self, "_start", time.perf_counter())
-        log.info(f"epoch {trainer.current_epoch + 1}/{trainer.max_epochs} ({seconds:.1f} s) {shown}")
+        log.info(f"epoch {epoch}/{trainer.max_epochs} ({seconds:.1f} s) {shown}")
 
 
 def console_callbacks(callbacks: list[Callback], interactive: bool | None = None) -> tuple[list[Callback], bool]:
