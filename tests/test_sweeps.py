@@ -1,8 +1,10 @@
 """Optuna through Hydra's sweeper plugin: trials are child runs of one MLflow parent, studies resume and
-are named after search, model and data, hopeless trials are pruned, every sampler is available."""
+are named after search, model and data, the best trial is re-run with its own overrides, hopeless trials
+are pruned, every sampler is available."""
 from __future__ import annotations
 
 from pathlib import Path
+from types import SimpleNamespace
 
 import mlflow
 import optuna
@@ -15,11 +17,12 @@ from omegaconf import OmegaConf
 
 from hydra_plugins.scratchlab_optuna_sweeper.search_space import distribution, grid_values
 from scratchlab.config import CONFIG_DIR, compose
+from scratchlab.sweeps import mixed_settings, replaced_by_search, rerun_overrides, run_overrides
 from tests.conftest import run_cli, tiny_overrides, write_tiny_folder_dataset
 
 
 def _sweep(tmp_path: Path, data: Path, *extra: str):
-    overrides = [o for o in tiny_overrides(tmp_path, data) if not o.startswith("hydra.run")]
+    overrides = [o for o in tiny_overrides(tmp_path, data) if not o.startswith(("hydra.run", "trainer.max_epochs"))]
     return run_cli("scratchlab.train", ["hparams_search=lr_wd", "trainer.max_epochs=1", *overrides, *extra],
                    cwd=tmp_path, timeout=600)
 
@@ -60,6 +63,50 @@ def test_optuna_sweep_has_parent_with_child_trials_and_resumes(tmp_path: Path, t
     assert parent.data.tags["best.trial"] == str(best.number), "the parent shows the best of the whole study"
     assert float(parent.data.tags["best.optimizer.lr"]) == pytest.approx(best.params["optimizer.lr"])
     assert parent.data.metrics["best/val/f1_bad"] == pytest.approx(best.value)
+    assert "mixes trials" not in second.stdout
+
+    # continued with other settings; its one trial is pruned, so the best is a trial of the earlier sweeps
+    third = _sweep(tmp_path, tiny_dataset, "hydra.sweeper.n_trials=1", "trainer.max_epochs=2", "optimizer.lr=0.5",
+                   "hydra/sweeper/pruner=none", "hydra.sweeper.pruner._target_=optuna.pruners.ThresholdPruner",
+                   "+hydra.sweeper.pruner.lower=2.0")
+    assert third.returncode == 0, third.stderr[-2000:]
+    hint = next(line for line in third.stdout.splitlines() if "re-run it:" in line)
+    assert "trainer.max_epochs=1" in hint and "trainer.max_epochs=2" not in hint, "the best trial's own settings"
+    assert "optimizer.lr=0.5" not in hint
+    stored = mlflow.artifacts.load_text(f"runs:/{parent_id}/best_trial_command.txt")
+    assert stored.strip() == hint.split("re-run it: ", 1)[1]
+    assert "warning: optimizer.lr=0.5 not used: the search space" in third.stdout
+    trials = optuna.load_study(study_name=study, storage=storage).trials
+    assert trials[-1].state == optuna.trial.TrialState.PRUNED and trials[-1].params["optimizer.lr"] != 0.5
+    mixed = next(line for line in third.stdout.splitlines() if "mixes trials of different settings" in line)
+    assert "earlier trials 0, 1, 2, 3 ran with [trainer.max_epochs=1] where this sweep has [trainer.max_epochs=2]" \
+        in mixed
+
+
+def _trial_run(sweep_dir: str, trial: int, overrides: list[str], output_dir: str = "") -> SimpleNamespace:
+    tags = {"hydra.sweep_dir": sweep_dir, "optuna.trial": str(trial), "hydra.overrides": " ".join(overrides),
+            "hydra.output_dir": output_dir}
+    return SimpleNamespace(data=SimpleNamespace(tags=tags))
+
+
+def test_rerun_command_and_warnings_use_each_trials_own_overrides(tmp_path: Path) -> None:
+    job = tmp_path / "job"
+    (job / ".hydra").mkdir(parents=True)
+    saved = ["optimizer.lr=0.1", "hparams_search=lr_wd", "+tags.note=two words", "trainer.max_epochs=2"]
+    OmegaConf.save(OmegaConf.create(saved), job / ".hydra" / "overrides.yaml")
+    assert run_overrides(_trial_run("a", 0, saved, str(job))) == saved, "Hydra's own list, not the joined tag"
+    assert run_overrides(_trial_run("a", 0, ["seed=1"], str(tmp_path / "gone"))) == ["seed=1"]
+    assert rerun_overrides([*saved, "trainer.max_epochs=3"], {"optimizer.lr": 0.2}) == [
+        "+tags.note=two words", "trainer.max_epochs=3", "optimizer.lr=0.2"], "the last of a key given twice"
+    runs = [_trial_run("now", 2, ["optimizer.lr=0.3", "trainer.max_epochs=1"]),
+            _trial_run("before", 1, ["optimizer.lr=0.2", "trainer.max_epochs=2"]),
+            _trial_run("before", 0, ["optimizer.lr=0.1", "trainer.max_epochs=1"])]
+    mixed = mixed_settings(runs, ["trainer.max_epochs=1"], "now", {"optimizer.lr"})
+    assert mixed == ("warning: the study mixes trials of different settings: earlier trials 1 ran with "
+                     "[trainer.max_epochs=2] where this sweep has [trainer.max_epochs=1]")
+    assert mixed_settings(runs[::2], ["trainer.max_epochs=1"], "now", {"optimizer.lr"}) is None
+    given = ["optimizer.lr=1e-3", "optimizer.weight_decay=1e-4,1e-3", "seed=1", "+hydra.job.env_set.X=1"]
+    assert replaced_by_search(given, ["optimizer.lr", "optimizer.weight_decay"]) == ["optimizer.lr=1e-3"]
 
 
 def test_hopeless_trials_are_pruned_and_keep_their_curve(tmp_path: Path, tiny_dataset: Path) -> None:
