@@ -218,26 +218,49 @@ def added_unknown_keys(cfg: DictConfig) -> list[str]:
         if (override.is_add() or override.is_force_add()) and top not in known:
             problems.append(f"{override.input_line} adds {top}, a key this command does not read; check the "
                             f"spelling (its keys: {', '.join(sorted(known - {'defaults'}))})")
+        elif override.is_add() and _added_data_setting(override.key_or_group, cfg):
+            data_keys = sorted(k for k in cfg.data if f"data.{k}" != override.key_or_group)
+            problems.append(f"{override.input_line} adds {override.key_or_group}, a setting no data set reads; check "
+                            f"the spelling (data settings: {', '.join(map(str, data_keys))})")
     return problems
 
 
-def unknown_source_arguments(cfg: DictConfig) -> list[str]:
-    """``data.source.KEY`` settings (e.g. set by an experiment) that the chosen data source does not take."""
-    source = OmegaConf.select(cfg, "data.source")
-    if not isinstance(source, DictConfig) or "_target_" not in source:
-        return []
-    module, _, name = str(source._target_).rpartition(".")
-    try:
-        target = getattr(importlib.import_module(module), name)
-    except (ImportError, AttributeError, ValueError) as err:
-        return [f"data.source._target_={source._target_} cannot be imported ({err}); check the data config"]
-    params = inspect.signature(target).parameters
-    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
-        return []
-    name = getattr(target, "__name__", str(source._target_))
-    return [f"data.source.{key} is not a setting of {name} (data={cfg.data.get('name', '?')}, which takes "
-            f"{', '.join(params)}); remove it or choose a data set that has it"
-            for key in source if key not in params and key not in _HYDRA_KEYS]
+def _added_data_setting(key: str, cfg: DictConfig) -> bool:
+    """Whether ``+data.KEY`` adds a top-level data setting to a composed data config (which holds every setting
+    the data pipeline reads; ``evaluate``'s own ``+data.KEY`` tweaks a run's data config, composed later)."""
+    parts = key.split(".")
+    return len(parts) == 2 and parts[0] == "data" and isinstance(cfg.get("data"), DictConfig) \
+        and "source" in cfg.data
+
+
+TARGET_SECTIONS = {"data.source": "the data source", "optimizer": "the optimizer", "scheduler": "the scheduler",
+                   "loss": "the loss"}
+"""Config nodes built by ``instantiate``: each key must be an argument of their ``_target_``."""
+
+
+def unknown_target_arguments(cfg: DictConfig) -> list[str]:
+    """Settings of the data source, optimizer, scheduler and loss (e.g. set by an experiment, or added with
+    ``+optimizer.KEY``) that the class or function they build does not take."""
+    problems = []
+    for section, what in TARGET_SECTIONS.items():
+        node = OmegaConf.select(cfg, section)
+        if not isinstance(node, DictConfig) or "_target_" not in node:
+            continue
+        module, _, name = str(node._target_).rpartition(".")
+        try:
+            target = getattr(importlib.import_module(module), name)
+        except (ImportError, AttributeError, ValueError) as err:
+            problems.append(f"{section}._target_={node._target_} cannot be imported ({err}); check the config")
+            continue
+        params = inspect.signature(target).parameters
+        if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+            continue
+        title = getattr(target, "__name__", str(node._target_))
+        choice = f"data={cfg.data.get('name', '?')}, which" if section == "data.source" else "it"
+        takes = ", ".join(p for p in params if p not in ("self", "params", "optimizer"))
+        problems += [f"{section}.{key} is not a setting of {what} {title} ({choice} takes {takes}); "
+                     f"check the spelling or remove it" for key in node if key not in params and key not in _HYDRA_KEYS]
+    return problems
 
 
 def missing_accelerators(cfg: DictConfig) -> list[str]:
@@ -279,6 +302,6 @@ def validate_config(cfg: DictConfig) -> None:
         raise ConfigError(f"{', '.join(missing)} must be given: add {missing[0]}=VALUE to the command")
     problems = added_unknown_keys(cfg) + check_schema(cfg, TopSchema)
     if not problems:
-        problems = unknown_source_arguments(cfg) + missing_accelerators(cfg)
+        problems = unknown_target_arguments(cfg) + missing_accelerators(cfg)
     if problems:
         raise ConfigError("; ".join(problems))

@@ -50,8 +50,14 @@ def _problem(tmp_path: Path, config: str, overrides: list[str]) -> str:
     (["trainer.precision=7"], "trainer.precision=7 must be one of 64, 32, 16"),
     (["model.image_size=4"], "model.image_size=4 must be a whole number >= 8"),
     (["+optimizr.lr=1"], "+optimizr.lr=1 adds optimizr, a key this command does not read"),
-    (["data=folder", "data.root=.", "+data.source.count=5200"], "data.source.count is not a setting of FolderSource"),
+    (["data=folder", "data.root=.", "+data.source.count=5200"],
+     "data.source.count is not a setting of the data source FolderSource"),
     (["data=folder", "data.root=.", "data.source._target_=nope.Nope"], "data.source._target_=nope.Nope cannot be"),
+    (["+data.mask_treshold=200"], "+data.mask_treshold=200 adds data.mask_treshold, a setting no data set reads"),
+    (["+optimizer.lrr=1"], "optimizer.lrr is not a setting of the optimizer Adam"),
+    (["optimizer=sgd", "+optimizer.momentun=0.5"], "optimizer.momentun is not a setting of the optimizer SGD"),
+    (["scheduler=cosine", "+scheduler.tmax=3"], "scheduler.tmax is not a setting of the scheduler CosineAnnealingLR"),
+    (["+loss.pos_weigth=2"], "loss.pos_weigth is not a setting of the loss BCELoss"),
     pytest.param(["trainer=gpu"], "trainer.accelerator=gpu needs a CUDA GPU", marks=NO_CUDA),
 ])
 def test_bad_training_value_is_named(tmp_path: Path, overrides: list[str], named: str) -> None:
