@@ -124,7 +124,9 @@ def run_training(cfg: DictConfig) -> dict[str, float]:
             if chosen is not None:
                 task.use_decision(chosen)
         if cfg.get("optimized_metric") and reload:  # sweeps compare models at their best checkpoint
+            loggers, trainer.loggers = trainer.loggers, []  # its metrics are returned, not logged as one more epoch
             trainer.validate(task, datamodule=datamodule, ckpt_path=reload, verbose=False)
+            trainer.loggers = loggers
         metrics = _scalars(trainer, "val/")
         if cfg.test_after_fit:
             trainer.test(task, datamodule=datamodule, ckpt_path=reload, verbose=False)
