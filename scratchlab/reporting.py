@@ -55,12 +55,54 @@ CUT_KEYS = ("profile", "trainer.max_epochs", "trainer.limit_train_batches", "tra
 """Overrides that shrink a run (epochs, batches, data): such a run is a smoke test, not a reproduction."""
 
 
-def reproduction(run: Any) -> str:
-    """``yes``, or ``no (smoke: ...)`` for a ``profile=cpu`` run or one whose epochs, batches or data were cut."""
+def _cuts(run: Any) -> list[str]:
+    """What shrank ``run`` itself: its ``smoke`` tag and its overrides of ``CUT_KEYS``."""
     cut = [o for o in run.data.tags.get("hydra.overrides", "").split() if o.lstrip("+~").split("=")[0] in CUT_KEYS]
     if run.data.tags.get("smoke") and not any(o.startswith("profile=") for o in cut):
         cut.insert(0, str(run.data.tags["smoke"]))
+    return cut
+
+
+def evaluated_id(run: Any) -> str | None:
+    """For a ``python -m scratchlab.evaluate`` run of a training run: the id of that run (its MLflow parent);
+    None for other runs and for evaluations of a checkpoint file alone."""
+    tags = run.data.tags
+    if EVALUATION_TAG not in tags:
+        return None
+    return tags.get("mlflow.parentRunId") or tags[EVALUATION_TAG] or None
+
+
+def reproduction(run: Any, runs_by_id: Mapping[str, Any] | None = None) -> str:
+    """``yes``, or ``no (smoke: ...)`` for a ``profile=cpu`` run or one whose epochs, batches or data were cut.
+
+    An evaluation run adds the cuts of the training run it evaluated (looked up in ``runs_by_id``) to its own,
+    so evaluations of a smoke run are smoke too; ``unknown (...)`` when that run is not there.
+    """
+    cut = _cuts(run)
+    parent = evaluated_id(run)
+    if parent is not None:
+        if parent not in (runs_by_id or {}):
+            return f"unknown (evaluated run {parent} not found)"
+        cut = list(dict.fromkeys(_cuts(runs_by_id[parent]) + cut))
     return f"no (smoke: {' '.join(cut)})" if cut else "yes"
+
+
+def evaluated_runs(client: Any, runs: Sequence[Any], known: Sequence[Any] = ()) -> dict[str, Any]:
+    """The training runs that the evaluation runs among ``runs`` evaluated, by id: taken from ``known`` (and
+    ``runs``) where there, else read from MLflow; runs MLflow no longer has are left out."""
+    from mlflow.exceptions import MlflowException
+
+    found = {r.info.run_id: r for r in (*known, *runs)}
+    out: dict[str, Any] = {}
+    for run_id in {evaluated_id(r) for r in runs} - {None}:
+        if run_id in found:
+            out[run_id] = found[run_id]
+            continue
+        try:
+            out[run_id] = client.get_run(run_id)
+        except MlflowException:
+            continue
+    return out
 
 
 def search_runs(client: Any, experiments: Sequence[str] | None = None, filter_string: str | None = None) -> list:
@@ -179,8 +221,13 @@ def _group_of(run: Any, group_by: str | None, experiments: Mapping[str, str], de
 def build_tables(runs: Sequence[Any], experiment_names: Mapping[str, str], tracking_uri: str = "",
                  metrics: Sequence[str] | None = None, params: Sequence[str] | None = None,
                  group_by: str | None = "study", default_group: str = "comparison",
-                 latest: bool = False) -> list[ReportTable]:
-    """Group ``runs`` into tables; with ``latest`` only the newest run per (group, row) is kept."""
+                 latest: bool = False, evaluated: Mapping[str, Any] | None = None) -> list[ReportTable]:
+    """Group ``runs`` into tables; with ``latest`` only the newest run per (group, row) is kept.
+
+    ``evaluated``: the training runs (by id) that evaluation runs evaluated, for their ``reproduction``
+    verdict (``evaluated_runs``); those among ``runs`` are found without it.
+    """
+    runs_by_id = {**{r.info.run_id: r for r in runs}, **(evaluated or {})}
     groups: dict[str, list] = {}
     for run in runs:
         groups.setdefault(_group_of(run, group_by, experiment_names, default_group), []).append(run)
@@ -209,7 +256,8 @@ def build_tables(runs: Sequence[Any], experiment_names: Mapping[str, str], track
                                    "experiment": experiment_names.get(run.info.experiment_id, run.info.experiment_id),
                                    "status": run.info.status,
                                    "url": run_url(tracking_uri, run.info.experiment_id, run.info.run_id),
-                                   "weights": run.data.tags.get("weights_source"), "reproduction": reproduction(run)}
+                                   "weights": run.data.tags.get("weights_source"),
+                                   "reproduction": reproduction(run, runs_by_id)}
             for p in params or ():
                 row[f"param:{p}"] = run.data.params.get(p)
             for m in columns:
@@ -257,7 +305,7 @@ def make_report(cfg: DictConfig) -> list[ReportTable]:
     params = _as_list(cfg.get("params"), "params")
     filter_string = cfg.get("filter") or None
     comparison = bool(experiments or filter_string)
-    runs = search_runs(client, experiments, filter_string)
+    runs = found = search_runs(client, experiments, filter_string)
     if not cfg.get("include_unfinished", False):
         runs = [r for r in runs if r.info.status == "FINISHED"]
     if not (cfg.get("include_evaluations", False) or filter_string):
@@ -272,8 +320,9 @@ def make_report(cfg: DictConfig) -> list[ReportTable]:
     group_by = cfg.get("group_by") or (None if comparison else "study")
     names = {e.experiment_id: e.name for e in client.search_experiments()}
     title = str(cfg.get("title") or "comparison")
-    tables = build_tables(runs, names, uri, metrics, params, group_by=group_by,
-                          default_group=title, latest=bool(cfg.get("latest", True)) and not comparison)
+    tables = build_tables(runs, names, uri, metrics, params, group_by=group_by, default_group=title,
+                          latest=bool(cfg.get("latest", True)) and not comparison,
+                          evaluated=evaluated_runs(client, runs, found))
     out = Path(str(cfg.output)).expanduser()
     out.mkdir(parents=True, exist_ok=True)
     digits = int(cfg.get("digits", 4))

@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 from omegaconf import OmegaConf
@@ -106,6 +107,21 @@ def test_mask_threshold_and_warning_exit_codes(tmp_path):
     assert [p.kind for p in report.problems] == ["empty_mask"]
     assert report.exit_code() == 0 and report.exit_code(strict=True) == 1
     assert check_index(FolderSource(tmp_path, mask_threshold=90).load()).problems == []
+
+
+def test_16bit_image_using_only_low_12_bits_warns(tmp_path):
+    _clean(tmp_path)
+    low = RNG.integers(0, 4096, (20, 30), dtype=np.uint16)  # 12-bit camera data, unscaled
+    cv2.imwrite(str(tmp_path / "good" / "cam12.png"), low)
+    cv2.imwrite(str(tmp_path / "good" / "cam12_rgb.png"), np.dstack([low, low // 2, low // 3]))
+    cv2.imwrite(str(tmp_path / "good" / "full16.png"), low * 16)  # the same data scaled to 16 bits: fine
+    cv2.imwrite(str(tmp_path / "good" / "full16_rgb.tif"), RNG.integers(0, 65536, (20, 30, 3), dtype=np.uint16))
+    report = check_index(FolderSource(tmp_path).load())
+    assert _kinds(report) == {"low_bit_depth": (WARNING, ["cam12.png", "cam12_rgb.png"])}
+    message = report.problems[0].message
+    assert str(tmp_path / "good" / "cam12.png") in message and "\n" not in message
+    assert "nearly black" in message and "full 16-bit range" in message and "8 bits" in message
+    assert report.exit_code() == 0 and report.exit_code(strict=True) == 1
 
 
 def test_no_mask_warnings_for_classification_sets(tmp_path):

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from scratchlab.data.io import file_digest, image_header, image_info, list_images, read_image, read_mask
+from scratchlab.data.io import (file_digest, image_header, image_info, list_images, low_bits_max, read_image,
+                                read_mask)
 from scratchlab.errors import DataError
 
 RNG = np.random.default_rng(0)
@@ -61,6 +62,23 @@ def test_16bit_scaled_by_dtype_range(tmp_path, ext):
     cv2.imwrite(str(tmp_path / f"c.{ext}"), rgb16[..., ::-1])  # OpenCV writes BGR
     np.testing.assert_array_equal(read_image(tmp_path / f"g.{ext}")[..., 1], g16 >> 8)
     np.testing.assert_array_equal(read_image(tmp_path / f"c.{ext}"), (rgb16 >> 8).astype(np.uint8))
+
+
+@pytest.mark.parametrize("ext", ["png", "tif"])
+def test_low_bits_found_and_read_by_the_16bit_range(tmp_path, ext):
+    g12 = RNG.integers(0, 4096, (6, 5), dtype=np.uint16)
+    g12[0, 0] = 4095
+    cv2.imwrite(str(tmp_path / f"g12.{ext}"), g12)
+    cv2.imwrite(str(tmp_path / f"c12.{ext}"), np.dstack([g12, g12 // 4, g12 // 2]))
+    cv2.imwrite(str(tmp_path / f"g16.{ext}"), g12 * 16)
+    cv2.imwrite(str(tmp_path / f"g8.{ext}"), (g12 >> 4).astype(np.uint8))
+    assert low_bits_max(tmp_path / f"g12.{ext}") == 15 and low_bits_max(tmp_path / f"c12.{ext}") == 15
+    assert low_bits_max(tmp_path / f"g16.{ext}") is None and low_bits_max(tmp_path / f"g8.{ext}") is None
+    # the read rule stays the dtype's range, never the pixels' own: 12-bit data reads 0-15 of 255
+    np.testing.assert_array_equal(read_image(tmp_path / f"g12.{ext}")[..., 0], g12 >> 8)
+    np.testing.assert_array_equal(read_image(tmp_path / f"g16.{ext}"), read_image(tmp_path / f"g8.{ext}"))
+    with pytest.raises(DataError, match="nothere.png"):
+        low_bits_max(tmp_path / "nothere.png")
 
 
 @pytest.mark.parametrize("ext", ["png", "jpg"])

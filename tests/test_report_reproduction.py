@@ -52,3 +52,40 @@ def test_report_shows_weights_and_marks_smoke_runs(tmp_path: Path, monkeypatch: 
     assert rows["cpu"]["reproduction"] == "no (smoke: profile=cpu)"
     assert rows["short"]["reproduction"] == "no (smoke: trainer.max_epochs=3 data.source.count=500)"
     assert "no (smoke: profile=cpu)" in (tmp_path / "out/reproduce.md").read_text()
+
+
+def test_evaluation_runs_take_the_verdict_of_the_run_they_evaluated(tmp_path: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    client = MlflowClient(f"sqlite:///{tmp_path}/mlruns/mlflow.db")
+    exp = client.create_experiment("reproduce", artifact_location=(tmp_path / "artifacts").as_uri())
+
+    def run(name: str, tags: dict) -> str:
+        run_id = client.create_run(exp, run_name=name, tags=tags).info.run_id
+        client.log_metric(run_id, "test/acc", 0.9)
+        client.set_terminated(run_id, "FINISHED")
+        return run_id
+
+    trained = {"cpu": run("cpu", {"smoke": "profile=cpu", "hydra.overrides": "experiment=convnext_tiny profile=cpu"}),
+               "short": run("short", {"hydra.overrides": "experiment=custom_cnn trainer.max_epochs=3"}),
+               "full": run("full", {"hydra.overrides": "experiment=convnext_tiny trainer=gpu"})}
+    trained["gone"] = "0" * 32  # an evaluated run MLflow no longer has
+    for name, parent in trained.items():  # tagged as python -m scratchlab.evaluate tags its runs
+        run(f"eval-{name}", {"scratchlab.evaluated_run": parent, "mlflow.parentRunId": parent,
+                             "scratchlab.split": "test", "hydra.overrides": f"run_id={parent} split=test"})
+    run("eval-ckpt", {"scratchlab.evaluated_run": "", "scratchlab.split": "test", "hydra.overrides": "ckpt=m.ckpt"})
+    run("sweep-child", {"mlflow.parentRunId": trained["cpu"], "hydra.overrides": "optimizer.lr=1e-3"})
+    expected = {"eval-cpu": "no (smoke: profile=cpu)", "eval-short": "no (smoke: trainer.max_epochs=3)",
+                "eval-full": "yes", "eval-gone": f"unknown (evaluated run {'0' * 32} not found)", "eval-ckpt": "yes"}
+    base = [f"paths.root_dir={tmp_path}", "title=runs"]
+    make_report(compose("report", [*base, f"output={tmp_path}/all", "experiments=[reproduce]",
+                                   "include_evaluations=true"]))
+    rows = _rows(tmp_path / "all/runs.csv")
+    assert {r: rows[r]["reproduction"] for r in rows} == {**expected, "cpu": "no (smoke: profile=cpu)",
+                                                           "short": "no (smoke: trainer.max_epochs=3)",
+                                                           "full": "yes", "sweep-child": "yes"}
+    # only the evaluation runs selected: the runs they evaluated are read from MLflow
+    make_report(compose("report", [*base, f"output={tmp_path}/evals",
+                                   "filter=\"tags.`scratchlab.split` = 'test'\""]))
+    rows = _rows(tmp_path / "evals/runs.csv")
+    assert {r: rows[r]["reproduction"] for r in rows} == expected

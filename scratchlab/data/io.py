@@ -70,7 +70,11 @@ def image_info(path: str | Path) -> tuple[int, int, str]:
 
 
 def _to_uint8(arr: np.ndarray) -> np.ndarray:
-    """Scale wider integer types by their 16-bit range (>> 8) and floats from [0, 1] (or clip) to uint8."""
+    """Scale wider integer types by their 16-bit range (>> 8) and floats from [0, 1] (or clip) to uint8.
+
+    The rule depends on the dtype only, never on the pixels, so every image of a set is scaled alike;
+    10- to 12-bit camera data stored unscaled in 16 bits therefore reads nearly black (``low_bits_max``).
+    """
     if arr.dtype == np.uint8:
         return arr
     if arr.dtype.kind in "ui":
@@ -80,12 +84,42 @@ def _to_uint8(arr: np.ndarray) -> np.ndarray:
 
 
 def read_image(path: str | Path) -> np.ndarray:
-    """An image file as an (H, W, 3) uint8 RGB array (gray replicated, alpha dropped, 16-bit >> 8)."""
+    """An image file as an (H, W, 3) uint8 RGB array (gray replicated, alpha dropped, 16-bit >> 8 whatever
+    range the pixels use: scale 10- to 12-bit data to the full 16-bit range before saving)."""
     arr = _to_uint8(_decode(path, keep_palette=False))
     if arr.ndim == 3 and arr.shape[2] >= 3:
         return np.ascontiguousarray(arr[:, :, :3])
     gray = arr if arr.ndim == 2 else arr[:, :, 0]  # gray, or gray + alpha
     return cv2.cvtColor(np.ascontiguousarray(gray), cv2.COLOR_GRAY2RGB)
+
+
+LOW_BITS = 12
+"""A file of wider-than-8-bit integers whose values all stay below ``2 ** LOW_BITS`` holds unscaled camera data
+(10 to 12 bits in a 16-bit file): read by the 16-bit range, it comes out as 0-15 of 255, nearly black."""
+
+
+def _wide_integers(im: Image.Image) -> bool:
+    """Whether a file (opened, not loaded) stores integer samples wider than 8 bits: 16-bit gray or colour
+    PNG and TIFF, 32-bit integer TIFF. Pillow reads 16-bit colour as its high bytes, so ``mode`` alone is
+    not enough: the raw mode of the file's tiles says how the samples are stored."""
+    rawmodes = [t.args if isinstance(t.args, str) else t.args[0] for t in im.tile if t.args]
+    return im.mode.startswith("I") or (im.mode != "F" and any(";16" in str(r) for r in rawmodes))
+
+
+def low_bits_max(path: str | Path) -> int | None:
+    """For a file of wider-than-8-bit integers that uses only its low ``LOW_BITS`` bits: the largest value
+    ``read_image`` gives it (0-15); else None. Decodes only such files (the header tells)."""
+    try:
+        with Image.open(path) as im:
+            wide = _wide_integers(im)
+    except FileNotFoundError:
+        raise DataError(f"{path} does not exist; fix the path or remove it from the data set") from None
+    except Exception as e:
+        raise DataError(f"{path} is no readable image ({_reason(e, path)}); re-export or delete the file") from None
+    if not wide:
+        return None
+    top = int(read_image(path).max())
+    return top if top < (2 ** LOW_BITS) >> 8 else None
 
 
 def read_mask(path: str | Path, threshold: int = 128) -> np.ndarray:
