@@ -32,7 +32,9 @@ from scratchlab.resume import (
     signals_interrupt,
 )
 from scratchlab.pruning import pruning_callback
+from scratchlab.data.datamodule import ScratchDataModule
 from scratchlab.tasks import task_class
+from scratchlab.tasks.base import BaseTask
 from scratchlab.tracking import TrackedRun, flatten_config, mlflow_run, new_params, tracking_uri
 
 log = logging.getLogger(__name__)
@@ -71,6 +73,16 @@ def _scalars(trainer: pl.Trainer, prefix: str) -> dict[str, float]:
     return {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith(prefix)}
 
 
+def _data_and_task(cfg: DictConfig) -> tuple[ScratchDataModule, BaseTask]:
+    """The data, set up and checked, and the task built on its training split."""
+    datamodule = build_datamodule(cfg)
+    datamodule.prepare_data()
+    datamodule.setup("fit")
+    pixel_weighted = task_class(model_task(cfg)).pixel_weighted_loss and cfg.loss.get("pos_weight") == "auto"
+    pixel_counts = datamodule.mask_pixel_counts("train") if pixel_weighted else None
+    return datamodule, build_task(cfg, datamodule.class_names, datamodule.class_counts("train"), pixel_counts)
+
+
 def run_training(cfg: DictConfig) -> dict[str, float]:
     """Train and test one configuration; returns the last validation and the test metrics (also in MLflow).
 
@@ -88,57 +100,53 @@ def run_training(cfg: DictConfig) -> dict[str, float]:
             cfg.callbacks.model_checkpoint.dirpath = str(point.checkpoint.parent)
     if point is not None and point.run_id is not None:
         check_same_settings(flatten_config(cfg), client, point.run_id)  # before the run is reopened: it stays KILLED
-    with signals_interrupt(), mlflow_run(cfg, resume_run_id=point.run_id if point else None) as run:
-        datamodule = build_datamodule(cfg)
-        datamodule.prepare_data()
-        datamodule.setup("fit")
-        pixel_weighted = task_class(model_task(cfg)).pixel_weighted_loss and cfg.loss.get("pos_weight") == "auto"
-        pixel_counts = datamodule.mask_pixel_counts("train") if pixel_weighted else None
-        task = build_task(cfg, datamodule.class_names, datamodule.class_counts("train"), pixel_counts)
-        logger = MLFlowLogger(experiment_name=run.experiment_name, tracking_uri=run.tracking_uri,
-                              run_id=run.run_id, log_model=False, synchronous=False)  # MLflow writes them in the background
-        logger.log_hyperparams(new_params(run, flatten_config(cfg)))
-        callbacks, progress_bar = console_callbacks(build_callbacks(cfg))
-        pruning = pruning_callback(cfg)
-        extra = [ResumeState(run.run_id)] + ([pruning] if pruning else [])
-        trainer: pl.Trainer = instantiate(cfg.trainer, logger=logger, callbacks=callbacks + extra,
-                                          default_root_dir=str(output_dir), enable_progress_bar=progress_bar)
-        checkpoint = next((c for c in callbacks if isinstance(c, ModelCheckpoint)), None)
-        if task.needs_training:
-            try:
-                trainer.fit(task, datamodule=datamodule, ckpt_path=str(point.checkpoint) if point else None,
-                            weights_only=True)
-            except Interrupted as err:
-                _log_last_checkpoint(run, checkpoint, err)
-                raise
-        if pruning is not None and pruning.pruned:
-            _log_training_curves(run)
-            raise optuna.TrialPruned(f"pruned after epoch {trainer.current_epoch}")
-        best = checkpoint.best_model_path if checkpoint is not None and checkpoint.best_model_path else None
-        reload = best if task.needs_training else None
-        if not task.needs_training:  # Lightning saves nothing here: the model as assembled is the checkpoint
-            best = str(save_checkpoint(task, output_dir / "checkpoints" / "best.ckpt"))
-        if cfg.get("choose") and best:  # chosen once, on rank 0; every rank tests with it
-            chosen = trainer.strategy.broadcast(choose_after_fit(cfg, best, run) if trainer.is_global_zero else None,
-                                                src=0)
-            if chosen is not None:
-                task.use_decision(chosen)
-        if cfg.get("optimized_metric") and reload:  # sweeps compare models at their best checkpoint
-            loggers, trainer.loggers = trainer.loggers, []  # its metrics are returned, not logged as one more epoch
-            trainer.validate(task, datamodule=datamodule, ckpt_path=reload, verbose=False)
-            trainer.loggers = loggers
-        metrics = _scalars(trainer, "val/")
-        if cfg.test_after_fit:
-            trainer.test(task, datamodule=datamodule, ckpt_path=reload, verbose=False)
-            metrics.update(_scalars(trainer, "test/"))
-        if trainer.is_global_zero:
-            run.log_text(datamodule.split_frame().to_csv(index=False), "split.csv")
-            task.log_test_artifacts(run)
-            _log_training_curves(run)
-            if best and cfg.logger.get("log_checkpoint", True):
-                run.log_artifact(best, "checkpoints")
-            run.set_tags({"best_checkpoint": best or "", "world_size": trainer.world_size})
-            from scratchlab.run_summary import print_summary
+    with signals_interrupt():
+        datamodule, task = _data_and_task(cfg)  # before the run: a mistake in either is one error line, no FAILED run
+        with mlflow_run(cfg, resume_run_id=point.run_id if point else None) as run:
+            logger = MLFlowLogger(experiment_name=run.experiment_name, tracking_uri=run.tracking_uri,  # written in
+                                  run_id=run.run_id, log_model=False, synchronous=False)  # the background
+            logger.log_hyperparams(new_params(run, flatten_config(cfg)))
+            callbacks, progress_bar = console_callbacks(build_callbacks(cfg))
+            pruning = pruning_callback(cfg)
+            extra = [ResumeState(run.run_id)] + ([pruning] if pruning else [])
+            trainer: pl.Trainer = instantiate(cfg.trainer, logger=logger, callbacks=callbacks + extra,
+                                              default_root_dir=str(output_dir), enable_progress_bar=progress_bar)
+            checkpoint = next((c for c in callbacks if isinstance(c, ModelCheckpoint)), None)
+            if task.needs_training:
+                try:
+                    trainer.fit(task, datamodule=datamodule, ckpt_path=str(point.checkpoint) if point else None,
+                                weights_only=True)
+                except Interrupted as err:
+                    _log_last_checkpoint(run, checkpoint, err)
+                    raise
+            if pruning is not None and pruning.pruned:
+                _log_training_curves(run)
+                raise optuna.TrialPruned(f"pruned after epoch {trainer.current_epoch}")
+            best = checkpoint.best_model_path if checkpoint is not None and checkpoint.best_model_path else None
+            reload = best if task.needs_training else None
+            if not task.needs_training:  # Lightning saves nothing here: the model as assembled is the checkpoint
+                best = str(save_checkpoint(task, output_dir / "checkpoints" / "best.ckpt"))
+            if cfg.get("choose") and best:  # chosen once, on rank 0; every rank tests with it
+                chosen = choose_after_fit(cfg, best, run) if trainer.is_global_zero else None
+                chosen = trainer.strategy.broadcast(chosen, src=0)
+                if chosen is not None:
+                    task.use_decision(chosen)
+            if cfg.get("optimized_metric") and reload:  # sweeps compare models at their best checkpoint
+                loggers, trainer.loggers = trainer.loggers, []  # its metrics are returned, not logged as one more epoch
+                trainer.validate(task, datamodule=datamodule, ckpt_path=reload, verbose=False)
+                trainer.loggers = loggers
+            metrics = _scalars(trainer, "val/")
+            if cfg.test_after_fit:
+                trainer.test(task, datamodule=datamodule, ckpt_path=reload, verbose=False)
+                metrics.update(_scalars(trainer, "test/"))
+            if trainer.is_global_zero:
+                run.log_text(datamodule.split_frame().to_csv(index=False), "split.csv")
+                task.log_test_artifacts(run)
+                _log_training_curves(run)
+                if best and cfg.logger.get("log_checkpoint", True):
+                    run.log_artifact(best, "checkpoints")
+                run.set_tags({"best_checkpoint": best or "", "world_size": trainer.world_size})
+                from scratchlab.run_summary import print_summary
 
-            print_summary(metrics, run, best)
-        return metrics
+                print_summary(metrics, run, best)
+            return metrics

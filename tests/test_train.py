@@ -53,18 +53,30 @@ def test_same_seed_repeats_the_same_metrics(tmp_path: Path, tiny_dataset: Path) 
     assert first == second
 
 
-def test_failing_run_is_marked_failed(tmp_path: Path) -> None:
-    data = write_tiny_folder_dataset(tmp_path / "data", n_good=12, n_bad=6)
-    broken = sorted((data / "good").iterdir())
-    for path in broken:
-        path.write_bytes(b"not a png")
-    cfg = compose("train", tiny_overrides(tmp_path, data) + ["data.check=false"])
-    with pytest.raises(DataError, match="g0"):
-        run_training(cfg)
+def test_failing_run_is_marked_failed(tmp_path: Path, tiny_dataset: Path, monkeypatch) -> None:
+    """A crash during training (here: a training step that raises) ends the run FAILED with its traceback."""
+    from scratchlab.tasks.classification import ClassificationTask
+
+    def broken_step(self, batch: dict, batch_idx: int):
+        raise RuntimeError("a training step broke")
+
+    monkeypatch.setattr(ClassificationTask, "training_step", broken_step)
+    with pytest.raises(RuntimeError, match="a training step broke"):
+        run_training(compose("train", tiny_overrides(tmp_path, tiny_dataset)))
     runs = _runs(tmp_path, "scratchlab")
     assert runs.status.tolist() == ["FAILED"]
     error = Path(MlflowClient().download_artifacts(runs.run_id[0], "error.txt", str(tmp_path))).read_text()
-    assert "DataError" in error
+    assert "a training step broke" in error
+
+
+def test_unreadable_images_found_while_splitting_are_one_error_and_no_run(tmp_path: Path) -> None:
+    """With the data check off, unreadable images still stop the run before it opens."""
+    data = write_tiny_folder_dataset(tmp_path / "data", n_good=12, n_bad=6)
+    for path in sorted((data / "good").iterdir()):
+        path.write_bytes(b"not a png")
+    with pytest.raises(DataError, match="g0"):
+        run_training(compose("train", tiny_overrides(tmp_path, data) + ["data.check=false"]))
+    assert _runs(tmp_path).empty
 
 
 def test_help_lists_groups_and_cfg_job_prints_config(tmp_path: Path) -> None:
@@ -83,12 +95,18 @@ def test_unknown_option_fails_with_hydra_message(tmp_path: Path) -> None:
     assert "Could not find 'model/no_such_model'" in result.stderr and "Available options" in result.stderr
 
 
-def test_bad_data_root_is_one_clear_line(tmp_path: Path) -> None:
-    result = run_cli("scratchlab.train", tiny_overrides(tmp_path, tmp_path / "missing"), cwd=tmp_path)
+@pytest.mark.parametrize("mistake", ["data.root", "loss"])
+def test_bad_data_or_model_is_one_clear_line_and_no_failed_run(tmp_path: Path, tiny_dataset: Path,
+                                                              mistake: str) -> None:
+    """Data and model are checked before the MLflow run opens: a mistake leaves no FAILED run behind."""
+    data = tmp_path / "missing" if mistake == "data.root" else tiny_dataset
+    extra = ["loss=dice"] if mistake == "loss" else []
+    result = run_cli("scratchlab.train", [*tiny_overrides(tmp_path, data), *extra], cwd=tmp_path)
     assert result.returncode == 2
     lines = [line for line in result.stderr.splitlines() if line.startswith("error:")]
-    assert len(lines) == 1 and "missing" in lines[0] and "Traceback" not in result.stderr
-    assert _runs(tmp_path, "scratchlab").status.tolist() == ["FAILED"]
+    assert len(lines) == 1 and ("missing" if mistake == "data.root" else "segmentation loss") in lines[0]
+    assert "Traceback" not in result.stderr
+    assert _runs(tmp_path).empty
 
 
 def test_multirun_groups_jobs_in_one_experiment(tmp_path: Path, tiny_dataset: Path) -> None:
