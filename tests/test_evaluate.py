@@ -3,6 +3,8 @@ operating-point chooser (pure function and written into a checkpoint), argument 
 from __future__ import annotations
 
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +18,7 @@ from scratchlab.evaluation.cache import Predictions
 from scratchlab.evaluation.job import evaluate
 from scratchlab.evaluation.operating_point import choose_threshold, threshold_curve
 from scratchlab.training import run_training
-from tests.conftest import run_cli, tiny_overrides
+from tests.conftest import cli_env, run_cli, tiny_overrides
 
 
 def _client(root: Path) -> MlflowClient:
@@ -189,3 +191,17 @@ def test_bad_arguments_exit_2_with_one_error_line(trained: dict, tmp_path: Path,
     assert result.returncode == 2, result.stderr[-1000:]
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and "no_such_run" in errors[0] and "Traceback" not in result.stderr
+
+
+def test_summary_line_is_one_line_in_a_narrow_terminal(tmp_path: Path, tiny_dataset: Path) -> None:
+    """Rich wraps its output at the terminal's width; the run line is printed plainly, whole."""
+    run_training(compose("train", tiny_overrides(tmp_path, tiny_dataset)))
+    ckpt = tmp_path / "logs" / "run" / "checkpoints" / "best.ckpt"
+    result = subprocess.run([sys.executable, "-m", "scratchlab.evaluate", f"ckpt={ckpt}", f"paths.root_dir={tmp_path}"],
+                            cwd=tmp_path, capture_output=True, text=True, env={**cli_env(), "COLUMNS": "40"})
+    assert result.returncode == 0, result.stderr[-2000:]
+    line = next(line for line in result.stdout.splitlines() if line.startswith("MLflow run: "))
+    client = MlflowClient(f"sqlite:///{tmp_path}/mlruns/mlflow.db")
+    trained = client.search_runs([client.get_experiment_by_name("scratchlab").experiment_id],
+                                 order_by=["attributes.start_time ASC"])[0].info.run_id
+    assert "in experiment 'scratchlab'" in line and line.rstrip().endswith(f"child of {trained}")

@@ -438,10 +438,10 @@ def _print_summary(metrics: Mapping[str, float], client: MlflowClient, run_id: s
     table.add_column("value", justify="right")
     for key in sorted(metrics):
         table.add_row(key, f"{metrics[key]:.4f}")
-    console = Console()
-    console.print(table)
+    Console().print(table)
     name = client.get_run(run_id).info.run_name
-    console.print(f"MLflow run: {run_id} ({name}) in experiment {experiment!r}"
-                  + (f", child of {parent_id}" if parent_id else ""))
+    # plain prints: a run id or address is never broken across lines, whatever the terminal width
+    parent = f", child of {parent_id}" if parent_id else ""
+    print(f"MLflow run: {run_id} ({name}) in experiment {experiment!r}{parent}")
     if uri.startswith(("http://", "https://")):
-        console.print(f"  view: {uri.rstrip('/')}/#/experiments/{exp_id}/runs/{run_id}")
+        print(f"  view: {uri.rstrip('/')}/#/experiments/{exp_id}/runs/{run_id}")
