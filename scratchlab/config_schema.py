@@ -7,12 +7,12 @@ source arguments the chosen source does not take, and accelerators this machine 
 """
 from __future__ import annotations
 
-import importlib
 import inspect
 import types
 from dataclasses import dataclass, field, fields
 from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
 
+from hydra.utils import get_object
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
@@ -246,13 +246,16 @@ def unknown_target_arguments(cfg: DictConfig) -> list[str]:
         node = OmegaConf.select(cfg, section)
         if not isinstance(node, DictConfig) or "_target_" not in node:
             continue
-        module, _, name = str(node._target_).rpartition(".")
         try:
-            target = getattr(importlib.import_module(module), name)
-        except (ImportError, AttributeError, ValueError) as err:
-            problems.append(f"{section}._target_={node._target_} cannot be imported ({err}); check the config")
+            target = get_object(str(node._target_))
+        except Exception:  # Hydra's lookup wraps import errors of every kind, in several lines
+            problems.append(f"{section}._target_={node._target_} cannot be imported (no module or object of that "
+                            f"name); check the config")
             continue
-        params = inspect.signature(target).parameters
+        try:
+            params = inspect.signature(target).parameters
+        except (TypeError, ValueError):  # a builtin without a signature: nothing to compare with
+            continue
         if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
             continue
         title = getattr(target, "__name__", str(node._target_))

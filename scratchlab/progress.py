@@ -47,6 +47,9 @@ class EpochLine(Callback):
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._write_pending(trainer)
 
+    def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
+        self._write_pending(trainer)  # an interrupt right after an epoch: its line is not lost
+
     def _write_pending(self, trainer: pl.Trainer) -> None:
         """Write the line of the epoch that ended last, if not written yet."""
         pending, self._pending = self._pending, None

@@ -21,15 +21,15 @@ import pytorch_lightning as pl
 import torch
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from scratchlab.errors import ConfigError
 
 LAST_CHECKPOINT_TAG = "last_checkpoint"
-FREE_ON_RESUME = ("paths.", "callbacks.model_checkpoint.dirpath", "callbacks.progress_bar.", "data.num_workers",
-                  "data.pin_memory", "trainer.max_epochs")
-"""Settings a resumed run may change: where files go, the display, loading parallelism (results are the same for
-any number of loader workers) and how many epochs to train in all."""
+FREE_ON_RESUME = ("paths.", "logger.", "tags.", "callbacks.model_checkpoint.dirpath", "callbacks.progress_bar.",
+                  "data.num_workers", "data.pin_memory", "data.cache_", "trainer.max_epochs", "optimized_metric")
+"""Settings a resumed run may change: where files and runs go, labels, the display, loading (results are the same
+for any number of loader workers), how many epochs to train in all, and what a sweep reads back."""
 MLFLOW_PARAM_CUT = 250
 """Param values at least this long may have been cut when logged: compared as a prefix."""
 SIGNAL_NAMES = {signal.SIGINT: "SIGINT (Ctrl-C)", signal.SIGTERM: "SIGTERM"}
@@ -132,29 +132,48 @@ def resume_point(cfg: DictConfig, client: MlflowClient) -> ResumePoint | None:
 def resume_command(overrides: list[str], run_id: str) -> str:
     """The command that continues run ``run_id``: its own overrides (Hydra's output folder and the way it was
     started left out), then ``resume=``."""
-    kept = [o for o in overrides if not o.lstrip("+~").startswith(("hydra.", "resume=", "ckpt_path="))]
+    kept = [o for o in overrides
+            if not o.lstrip("+~").startswith(("hydra.", "hydra/", "hparams_search=", "resume=", "ckpt_path="))]
     return " ".join(["python -m scratchlab.train", *map(shlex.quote, kept), f"resume={run_id}"])
 
 
-def check_same_settings(settings: dict[str, Any], client: MlflowClient, run_id: str) -> None:
-    """A ConfigError when ``settings`` (a flattened config) train something else than run ``run_id`` did,
-    beyond what ``FREE_ON_RESUME`` allows: a resumed run would mix two experiments in one history."""
+def derived_keys(cfg: DictConfig) -> set[str]:
+    """Dotted keys whose value interpolates others (``${trainer.max_epochs}``, ``${paths.data_dir}/...``): they
+    change with their sources, which are compared themselves."""
+    out: set[str] = set()
+
+    def walk(node: Any, prefix: str) -> None:
+        if isinstance(node, dict):
+            for k, v in node.items():
+                walk(v, f"{prefix}{k}.")
+        elif isinstance(node, str) and "${" in node:
+            out.add(prefix[:-1])
+
+    walk(OmegaConf.to_container(cfg, resolve=False), "")
+    return out
+
+
+def check_same_settings(cfg: DictConfig, settings: dict[str, Any], client: MlflowClient, run_id: str) -> None:
+    """A ConfigError when ``settings`` (``cfg`` flattened) train something else than run ``run_id`` did, beyond
+    what ``FREE_ON_RESUME`` allows: a resumed run would mix two experiments in one history."""
+    from scratchlab.sweeps import run_overrides
+
     try:
         run = client.get_run(run_id)
     except MlflowException:
         return  # not in this store: reopening it says so
-    held = run.data.params
+    held, derived = run.data.params, derived_keys(cfg)
 
     def differs(key: str, value: Any) -> bool:
         old, new = held[key], str(value)
         return old != new and not (len(old) >= MLFLOW_PARAM_CUT and new.startswith(old))
 
     changed = [f"{k}={settings[k]} (the run: {held[k]})" for k in sorted(settings)
-               if k in held and not k.startswith(FREE_ON_RESUME) and differs(k, settings[k])]
+               if k in held and k not in derived and not k.startswith(FREE_ON_RESUME) and differs(k, settings[k])]
     if changed:
         more = f" and {len(changed) - 3} more" if len(changed) > 3 else ""
-        own = run.data.tags.get("hydra.overrides")
-        hint = f"continue it with its own settings: {resume_command(own.split(), run_id)}" if own is not None \
+        own = run_overrides(run)
+        hint = f"continue it with its own settings: {resume_command(own, run_id)}" if own is not None \
             else "give the same overrides as the interrupted run"
         raise ConfigError(f"resume: this command trains something else than run {run_id}: "
                           f"{', '.join(changed[:3])}{more}; {hint}")

@@ -77,15 +77,22 @@ def _study_runs(config: DictConfig) -> tuple[MlflowClient, str, list[Run]] | Non
 
     from scratchlab.tracking import experiment_name, sweep_parent_run, tracking_uri
 
+    from mlflow.exceptions import MlflowException
+
     context = {"sweep_dir": config.hydra.sweep.dir, "study": config.hydra.sweeper.get("study_name") or ""}
     name = experiment_name(config, context)
     client = MlflowClient(tracking_uri(config))
-    experiment = client.get_experiment_by_name(name)
-    if experiment is None:
+    try:
+        experiment = client.get_experiment_by_name(name)
+        if experiment is None:
+            return None
+        parent = sweep_parent_run(client, experiment.experiment_id, name)
+        runs = client.search_runs([experiment.experiment_id], filter_string=f"tags.`mlflow.parentRunId` = '{parent}'",
+                                  order_by=["attributes.start_time DESC"], max_results=50000)
+    except MlflowException as err:  # the study's summary is printed all the same
+        print(f"warning: the sweep's MLflow runs cannot be read ({str(err).splitlines()[0]}); its summary uses "
+              "this sweep's overrides")
         return None
-    parent = sweep_parent_run(client, experiment.experiment_id, name)
-    runs = client.search_runs([experiment.experiment_id], filter_string=f"tags.`mlflow.parentRunId` = '{parent}'",
-                              order_by=["attributes.start_time DESC"], max_results=50000)
     return client, parent, runs
 
 

@@ -99,7 +99,7 @@ def run_training(cfg: DictConfig) -> dict[str, float]:
         with open_dict(cfg):  # keep writing next to the interrupted run's checkpoints, so its best one counts
             cfg.callbacks.model_checkpoint.dirpath = str(point.checkpoint.parent)
     if point is not None and point.run_id is not None:
-        check_same_settings(flatten_config(cfg), client, point.run_id)  # before the run is reopened: it stays KILLED
+        check_same_settings(cfg, flatten_config(cfg), client, point.run_id)  # before the run is reopened: it stays KILLED
     with signals_interrupt():
         datamodule, task = _data_and_task(cfg)  # before the run: a mistake in either is one error line, no FAILED run
         with mlflow_run(cfg, resume_run_id=point.run_id if point else None) as run:
@@ -132,9 +132,12 @@ def run_training(cfg: DictConfig) -> dict[str, float]:
                 if chosen is not None:
                     task.use_decision(chosen)
             if cfg.get("optimized_metric") and reload:  # sweeps compare models at their best checkpoint
-                loggers, trainer.loggers = trainer.loggers, []  # its metrics are returned, not logged as one more epoch
-                trainer.validate(task, datamodule=datamodule, ckpt_path=reload, verbose=False)
-                trainer.loggers = loggers
+                loggers, trainer.loggers = trainer.loggers, []  # returned, and logged as best/val/*: not one more epoch
+                try:
+                    trainer.validate(task, datamodule=datamodule, ckpt_path=reload, verbose=False)
+                finally:
+                    trainer.loggers = loggers
+                run.log_metrics({f"best/{k}": v for k, v in _scalars(trainer, "val/").items()})
             metrics = _scalars(trainer, "val/")
             if cfg.test_after_fit:
                 trainer.test(task, datamodule=datamodule, ckpt_path=reload, verbose=False)

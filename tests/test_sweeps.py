@@ -111,17 +111,21 @@ def test_rerun_command_and_warnings_use_each_trials_own_overrides(tmp_path: Path
 
 def test_a_trial_returns_its_best_checkpoints_metric_without_logging_another_epoch(tmp_path: Path,
                                                                                    tiny_dataset: Path) -> None:
-    """A trial validates its best checkpoint again for the sweeper; that is not one more point of its curves."""
+    """A trial validates its best checkpoint again for the sweeper: that value is returned and logged as
+    ``best/val/*``, not as one more point of its curves. (The checkpoint here keeps the highest validation loss,
+    so the best epoch is not the last one.)"""
     from scratchlab.training import run_training
 
     overrides = [o for o in tiny_overrides(tmp_path, tiny_dataset) if not o.startswith("trainer.max_epochs")]
     metrics = run_training(compose("train", [*overrides, "trainer.max_epochs=3", "callbacks=no_early_stopping",
-                                             "optimized_metric=val/loss", "test_after_fit=false"]))
+                                             "callbacks.model_checkpoint.mode=max", "optimized_metric=val/loss",
+                                             "test_after_fit=false"]))
     client = MlflowClient(f"sqlite:///{tmp_path}/mlruns/mlflow.db")
     run = client.search_runs([client.get_experiment_by_name("scratchlab").experiment_id])[0]
     history = [m.value for m in client.get_metric_history(run.info.run_id, "val/loss")]
     assert len(history) == 3, history
-    assert metrics["val/loss"] == pytest.approx(min(history), abs=1e-6), "the best checkpoint's, returned"
+    assert metrics["val/loss"] == pytest.approx(max(history), abs=1e-6) != history[-1], "the best checkpoint's"
+    assert run.data.metrics["best/val/loss"] == pytest.approx(metrics["val/loss"], abs=1e-9)
 
 
 def test_hopeless_trials_are_pruned_and_keep_their_curve(tmp_path: Path, tiny_dataset: Path) -> None:

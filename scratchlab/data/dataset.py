@@ -4,6 +4,7 @@ from __future__ import annotations
 import os
 import signal
 from collections.abc import Iterator, Sequence
+from typing import Any
 
 import albumentations as A
 import numpy as np
@@ -152,13 +153,22 @@ def shape_batches(shapes: Sequence[tuple[int, int]], batch_size: int) -> list[li
     return [idx[k:k + batch_size] for idx in groups.values() for k in range(0, len(idx), batch_size)]
 
 
+WORKER_GRACE_S = 30
+"""How long a loader worker outlives a SIGTERM: the main process stops its workers itself; a stuck one still goes."""
+
+
+def _exit_soon(signum: int, frame: Any) -> None:
+    if hasattr(signal, "alarm"):  # SIGALRM's default action ends the worker
+        signal.alarm(WORKER_GRACE_S)
+
+
 def worker_init(worker_id: int, rank: int = 0) -> None:
     """Start of a loader worker. Ctrl-C and SIGTERM are left to the main process, which stops its workers
     itself: a terminal's Ctrl-C (or ``timeout``) signals the whole process group, and workers dying mid-batch
     turned an interrupt into a crash with nothing to resume from. Then Lightning's worker seeding, as it
     adds it itself when ``seed_everything(workers=True)`` asked for it and a loader has no ``worker_init_fn``."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, _exit_soon)
     if int(os.environ.get("PL_SEED_WORKERS", 0)):
         pl_worker_init_function(worker_id, rank)
 

@@ -244,6 +244,8 @@ def foreign_entry(out: Path) -> str | None:
     written = {"good": meta["good"], "bad": meta["n"], "masks": meta["n"]}
     listed = {"bad": {r.get("image") for r in meta["records"]}, "masks": {r.get("mask") for r in meta["records"]}}
     for sub in OUTPUT_FOLDERS:
+        if not (out / sub).is_dir():
+            return f"it lacks {sub}/"
         files = sorted((out / sub).iterdir(), key=lambda p: p.name)
         for f in files:
             name = f"{sub}/{f.name}"
