@@ -153,11 +153,20 @@ def derived_keys(cfg: DictConfig) -> set[str]:
     return out
 
 
+def run_overrides(run: Any) -> list[str] | None:
+    """The task overrides a run was started with: its Hydra ``overrides.yaml``, else its
+    ``hydra.overrides`` tag; None when neither is there."""
+    output_dir = run.data.tags.get("hydra.output_dir")
+    saved = Path(output_dir) / ".hydra" / "overrides.yaml" if output_dir else None
+    if saved is not None and saved.is_file():
+        return [str(o) for o in OmegaConf.load(saved)]
+    tag = run.data.tags.get("hydra.overrides")
+    return tag.split() if tag is not None else None
+
+
 def check_same_settings(cfg: DictConfig, settings: dict[str, Any], client: MlflowClient, run_id: str) -> None:
     """A ConfigError when ``settings`` (``cfg`` flattened) train something else than run ``run_id`` did, beyond
     what ``FREE_ON_RESUME`` allows: a resumed run would mix two experiments in one history."""
-    from scratchlab.sweeps import run_overrides
-
     try:
         run = client.get_run(run_id)
     except MlflowException:

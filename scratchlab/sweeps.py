@@ -12,6 +12,8 @@ from typing import TYPE_CHECKING, Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
+from scratchlab.resume import run_overrides
+
 if TYPE_CHECKING:
     from mlflow.entities import Run
     from mlflow.tracking import MlflowClient
@@ -40,17 +42,6 @@ def replaced_by_search(task_overrides: list[str], search_keys: Collection[str]) 
 
     parsed = OverridesParser.create().parse_overrides([o for o in task_overrides if _key(o) in search_keys])
     return [o.input_line for o in parsed if not o.is_sweep_override()]
-
-
-def run_overrides(run: Run) -> list[str] | None:
-    """The task overrides a trial's job ran with: its Hydra ``overrides.yaml``, else its run's
-    ``hydra.overrides`` tag; None when neither is there."""
-    output_dir = run.data.tags.get("hydra.output_dir")
-    saved = Path(output_dir) / ".hydra" / "overrides.yaml" if output_dir else None
-    if saved is not None and saved.is_file():
-        return [str(o) for o in OmegaConf.load(saved)]
-    tag = run.data.tags.get("hydra.overrides")
-    return tag.split() if tag is not None else None
 
 
 def mixed_settings(runs: list[Run], fixed: list[str], sweep_dir: str, search_keys: Collection[str]) -> str | None:
