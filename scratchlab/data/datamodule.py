@@ -33,7 +33,7 @@ class ScratchDataModule(pl.LightningDataModule):
                  check: bool = True, seed: int = 0, synthetic_fraction: float = 0.0,
                  synthetic_appearance: str = "ink", synthetic_dir: str | Path | None = None,
                  cache_images: bool | str = "auto", cache_max_gb: float = 2.0,
-                 instance_min_area: int | None = None, train_crops: bool = False, learns_masks: bool = False) -> None:
+                 instance_min_area: int | None = None, learns_masks: bool = False) -> None:
         super().__init__()
         self.source = source
         self.preprocess = preprocess
@@ -49,10 +49,9 @@ class ScratchDataModule(pl.LightningDataModule):
         self.mask_threshold = mask_threshold
         self.instance_min_area = instance_min_area
         """Set for instance models: the loader workers build their Mask R-CNN targets."""
-        self.train_crops = train_crops
-        """True for models that learn from pixel masks: training augmentations may crop."""
         self.learns_masks = learns_masks
-        """True for models that learn from pixel masks: training needs bad images with masks."""
+        """True for models that learn from pixel masks: training needs bad images with masks, and its
+        augmentations may crop (a crop keeps the mask exact)."""
         self.check = check
         self.seed = seed
         self.synthetic_fraction = float(synthetic_fraction or 0.0)
@@ -106,14 +105,14 @@ class ScratchDataModule(pl.LightningDataModule):
                 raise DataError(f"the {name} split is empty ({len(index.samples)} images in all); "
                                 f"add images or change data.split fractions")
             transform = build_transform(self.preprocess, self.augment, train=name == "train", seed=self.seed,
-                                        geometry=not cache, crops=self.train_crops)
+                                        geometry=not cache, crops=self.learns_masks)
             if cache:
                 self.datasets[name] = CachedImageDataset(self.splits[name], transform, A.Compose(self.preprocess.geometry()),
                                                          self.mask_threshold, self.preprocess)
             else:
                 self.datasets[name] = ImageDataset(self.splits[name], transform, self.mask_threshold, self.preprocess)
             self.datasets[name].instance_min_area = self.instance_min_area
-            self.datasets[name].crops = name == "train" and self.train_crops and holds_crop(transform)
+            self.datasets[name].crops = name == "train" and self.learns_masks and holds_crop(transform)
 
     def _cache_wanted(self, count: int) -> bool:
         """Keep the images in memory after resizing: always (true), never (false), or when ``count`` of them

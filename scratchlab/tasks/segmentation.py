@@ -75,7 +75,7 @@ class SegmentationTask(BaseTask):
     def loader_options(cls, cfg: DictConfig) -> dict[str, Any]:
         """Training needs masks, and images may be cropped (``augment=crops``): the loss is per pixel and a crop
         keeps the mask exact."""
-        return {"train_crops": True, "learns_masks": True}
+        return {"learns_masks": True}
 
     def __init__(self, net: nn.Module, loss: nn.Module, optimizer: Callable, scheduler: Callable | None,
                  spec: ModelSpec, config: dict[str, Any] | None = None) -> None:
