@@ -137,22 +137,6 @@ def resume_command(overrides: list[str], run_id: str) -> str:
     return " ".join(["python -m scratchlab.train", *map(shlex.quote, kept), f"resume={run_id}"])
 
 
-def derived_keys(cfg: DictConfig) -> set[str]:
-    """Dotted keys whose value interpolates others (``${trainer.max_epochs}``, ``${paths.data_dir}/...``): they
-    change with their sources, which are compared themselves."""
-    out: set[str] = set()
-
-    def walk(node: Any, prefix: str) -> None:
-        if isinstance(node, dict):
-            for k, v in node.items():
-                walk(v, f"{prefix}{k}.")
-        elif isinstance(node, str) and "${" in node:
-            out.add(prefix[:-1])
-
-    walk(OmegaConf.to_container(cfg, resolve=False), "")
-    return out
-
-
 def run_overrides(run: Any) -> list[str] | None:
     """The task overrides a run was started with: its Hydra ``overrides.yaml``, else its
     ``hydra.overrides`` tag; None when neither is there."""
@@ -164,14 +148,15 @@ def run_overrides(run: Any) -> list[str] | None:
     return tag.split() if tag is not None else None
 
 
-def check_same_settings(cfg: DictConfig, settings: dict[str, Any], client: MlflowClient, run_id: str) -> None:
-    """A ConfigError when ``settings`` (``cfg`` flattened) train something else than run ``run_id`` did, beyond
-    what ``FREE_ON_RESUME`` allows: a resumed run would mix two experiments in one history."""
+def check_same_settings(settings: dict[str, Any], derived: set[str], client: MlflowClient, run_id: str) -> None:
+    """A ConfigError when ``settings`` (a flattened config) train something else than run ``run_id`` did, beyond
+    what ``FREE_ON_RESUME`` allows: a resumed run would mix two experiments in one history. ``derived`` keys
+    interpolate others (``${trainer.max_epochs}``): they change with their sources, which are compared."""
     try:
         run = client.get_run(run_id)
     except MlflowException:
         return  # not in this store: reopening it says so
-    held, derived = run.data.params, derived_keys(cfg)
+    held = run.data.params
 
     def differs(key: str, value: Any) -> bool:
         old, new = held[key], str(value)

@@ -261,8 +261,8 @@ def is_pruned(err: BaseException) -> bool:
     return isinstance(err, optuna.TrialPruned)
 
 
-def flatten_config(cfg: DictConfig) -> dict[str, Any]:
-    """Dotted keys -> leaf values of the resolved config (lists kept as one value)."""
+def flatten_config(cfg: DictConfig, resolve: bool = True) -> dict[str, Any]:
+    """Dotted keys -> leaf values of the config, resolved unless ``resolve=False`` (lists kept as one value)."""
     out: dict[str, Any] = {}
 
     def walk(node: Any, prefix: str) -> None:
@@ -272,7 +272,7 @@ def flatten_config(cfg: DictConfig) -> dict[str, Any]:
         else:
             out[prefix[:-1]] = node
 
-    walk(OmegaConf.to_container(cfg, resolve=True), "")
+    walk(OmegaConf.to_container(cfg, resolve=resolve), "")
     for key in RUN_CONTROL_KEYS:
         out.pop(key, None)
     return out

@@ -98,14 +98,16 @@ def run_training(cfg: DictConfig) -> dict[str, float]:
     if point is not None and point.checkpoint.parent.name == "checkpoints" and "model_checkpoint" in cfg.callbacks:
         with open_dict(cfg):  # keep writing next to the interrupted run's checkpoints, so its best one counts
             cfg.callbacks.model_checkpoint.dirpath = str(point.checkpoint.parent)
-    if point is not None and point.run_id is not None:
-        check_same_settings(cfg, flatten_config(cfg), client, point.run_id)  # before the run is reopened: it stays KILLED
+    settings = flatten_config(cfg)
+    if point is not None and point.run_id is not None:  # before the run is reopened: it stays KILLED
+        derived = {k for k, v in flatten_config(cfg, resolve=False).items() if isinstance(v, str) and "${" in v}
+        check_same_settings(settings, derived, client, point.run_id)
     with signals_interrupt():
         datamodule, task = _data_and_task(cfg)  # before the run: a mistake in either is one error line, no FAILED run
         with mlflow_run(cfg, resume_run_id=point.run_id if point else None) as run:
             logger = MLFlowLogger(experiment_name=run.experiment_name, tracking_uri=run.tracking_uri,  # written in
                                   run_id=run.run_id, log_model=False, synchronous=False)  # the background
-            logger.log_hyperparams(new_params(run, flatten_config(cfg)))
+            logger.log_hyperparams(new_params(run, settings))
             callbacks, progress_bar = console_callbacks(build_callbacks(cfg))
             pruning = pruning_callback(cfg)
             extra = [ResumeState(run.run_id)] + ([pruning] if pruning else [])
