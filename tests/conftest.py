@@ -2,9 +2,10 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import cv2
@@ -38,6 +39,14 @@ def write_tiny_folder_dataset(root: Path, n_good: int = 24, n_bad: int = 12, see
         cv2.imwrite(str(root / "bad" / f"b{i:03d}.png"), img)
         cv2.imwrite(str(root / "masks" / f"b{i:03d}.png"), mask)
     return root
+
+
+@pytest.fixture(scope="module")
+def module_dir(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest) -> Iterator[Path]:
+    """A folder shared by one test module's tests, deleted when the module ends (its checkpoints take GBs)."""
+    root = tmp_path_factory.mktemp(request.module.__name__.rsplit(".", 1)[-1])
+    yield root
+    shutil.rmtree(root, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

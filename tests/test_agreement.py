@@ -61,8 +61,8 @@ def _write_data(root: Path, n: int = 20) -> Path:
 
 
 @pytest.fixture(scope="module")
-def setup(tmp_path_factory: pytest.TempPathFactory) -> dict:
-    root = tmp_path_factory.mktemp("agreement")
+def setup(module_dir: Path) -> dict:
+    root = module_dir
     data = _write_data(root / "data")
     base = [o for o in tiny_overrides(root, data) if not o.startswith(("model", "hydra.run"))]
     base += ["trainer.max_epochs=1", "logger.log_checkpoint=false", "test_after_fit=false",

@@ -21,9 +21,9 @@ MEMBERS = {"cnn32": ["model=cnn", "model.image_size=32"], "cnn32_flips": ["model
 
 
 @pytest.fixture(scope="module")
-def members(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+def members(module_dir: Path) -> dict[str, Path]:
     """Untrained checkpoints (random weights: each member's outputs differ)."""
-    root = tmp_path_factory.mktemp("members")
+    root = module_dir
     out = {}
     for seed, (name, overrides) in enumerate(MEMBERS.items()):
         torch.manual_seed(seed)

@@ -39,9 +39,9 @@ def _children(client: MlflowClient, parent_id: str) -> list:
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory: pytest.TempPathFactory, tiny_dataset: Path) -> dict:
+def trained(module_dir: Path, tiny_dataset: Path) -> dict:
     """One tiny classifier and one tiny U-Net, trained once for the whole module (1 epoch each)."""
-    root = tmp_path_factory.mktemp("evaluate")
+    root = module_dir
     base = [o for o in tiny_overrides(root, tiny_dataset) if not o.startswith(("model", "hydra.run"))]
     base += ["trainer.max_epochs=1"]
     cls = run_training(compose("train", base + [f"hydra.run.dir={root}/cls", "model=cnn", "model.image_size=32"]))

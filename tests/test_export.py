@@ -27,8 +27,8 @@ def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 
 @pytest.fixture(scope="module")
-def exported(models: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> dict[tuple[str, str], Path]:
-    out = tmp_path_factory.mktemp("exported")
+def exported(models: dict[str, Path], module_dir: Path) -> dict[tuple[str, str], Path]:
+    out = module_dir
     return {(name, fmt): export_model(models[name], out / f"{name}{suffix}", fmt)
             for name in ("cnn", "unet") for fmt, suffix in FORMATS.items()}
 
