@@ -218,19 +218,45 @@ def added_unknown_keys(cfg: DictConfig) -> list[str]:
         if (override.is_add() or override.is_force_add()) and top not in known:
             problems.append(f"{override.input_line} adds {top}, a key this command does not read; check the "
                             f"spelling (its keys: {', '.join(sorted(known - {'defaults'}))})")
-        elif override.is_add() and _added_data_setting(override.key_or_group, cfg):
-            data_keys = sorted(k for k in cfg.data if f"data.{k}" != override.key_or_group)
+        elif override.is_add() and (section := _added_data_setting(override.key_or_group, cfg)) is not None:
+            known_keys = sorted(f"{k}" for k in OmegaConf.select(cfg, section)
+                                if f"{section}.{k}" != override.key_or_group)
             problems.append(f"{override.input_line} adds {override.key_or_group}, a setting no data set reads; check "
-                            f"the spelling (data settings: {', '.join(map(str, data_keys))})")
+                            f"the spelling ({section} settings: {', '.join(known_keys)})")
     return problems
 
 
-def _added_data_setting(key: str, cfg: DictConfig) -> bool:
-    """Whether ``+data.KEY`` adds a top-level data setting to a composed data config (which holds every setting
-    the data pipeline reads; ``evaluate``'s own ``+data.KEY`` tweaks a run's data config, composed later)."""
+def _added_data_setting(key: str, cfg: DictConfig) -> str | None:
+    """The section (``data`` or ``data.split``) to which ``+data.KEY`` or ``+data.split.KEY`` adds a setting of a
+    composed data config, which holds every setting the data pipeline reads; None for other keys
+    (``evaluate``'s own ``+data.KEY`` tweaks a run's data config, composed later)."""
     parts = key.split(".")
-    return len(parts) == 2 and parts[0] == "data" and isinstance(cfg.get("data"), DictConfig) \
-        and "source" in cfg.data
+    if parts[0] != "data" or not isinstance(cfg.get("data"), DictConfig) or "source" not in cfg.data:
+        return None
+    if len(parts) == 2:
+        return "data"
+    if len(parts) == 3 and parts[1] == "split" and isinstance(cfg.data.get("split"), DictConfig):
+        return "data.split"
+    return None
+
+
+def unknown_partial_data_settings(partial: dict, run_data: DictConfig) -> list[str]:
+    """Keys of ``evaluate``'s partial ``+data.KEY=VALUE`` values (and ``+data.split.KEY``) that neither the run's
+    data config nor the shared data settings (conf/data/base.yaml) hold: merged, they would be read by nothing."""
+    from scratchlab.config import CONFIG_DIR
+
+    base = OmegaConf.load(CONFIG_DIR / "data" / "base.yaml")
+    problems = []
+    for key, value in partial.items():
+        known = {str(k) for k in run_data} | {str(k) for k in base}
+        if key not in known:
+            problems.append(f"+data.{key} is a setting no data set reads; check the spelling (data settings: "
+                            f"{', '.join(sorted(known - {'source'}))})")
+        elif key == "split" and isinstance(value, dict):
+            split_known = {str(k) for k in run_data.get("split") or {}} | {str(k) for k in base.split}
+            problems += [f"+data.split.{k} is a setting no data set reads; check the spelling (data.split "
+                         f"settings: {', '.join(sorted(split_known))})" for k in value if k not in split_known]
+    return problems
 
 
 TARGET_SECTIONS = {"data.source": "the data source", "optimizer": "the optimizer", "scheduler": "the scheduler",

@@ -13,6 +13,7 @@ from mlflow.tracking import MlflowClient
 
 from scratchlab.checkpoints import read_checkpoint
 from scratchlab.cli import run_or_exit
+from scratchlab.errors import ConfigError
 from scratchlab.config import compose
 from scratchlab.evaluation.cache import Predictions
 from scratchlab.evaluation.job import evaluate
@@ -128,6 +129,17 @@ def test_evaluate_by_ckpt_without_mlflow_run(trained: dict, tmp_path: Path) -> N
     [run] = client.search_runs([client.get_experiment_by_name("evaluate").experiment_id])
     assert "mlflow.parentRunId" not in run.data.tags and run.data.tags["scratchlab.evaluated_run"] == ""
     assert run.data.tags["scratchlab.checkpoint"] == str(ckpt) and run.data.tags["scratchlab.split"] == "val"
+
+
+@pytest.mark.parametrize(("typo", "named"), [("+data.batch_sise=3", "+data.batch_sise is a setting no data set reads"),
+                                              ("+data.split.tset=0.5", "+data.split.tset is a setting no data set")])
+def test_a_misspelt_data_tweak_is_refused_before_any_run(trained: dict, tmp_path: Path, typo: str,
+                                                         named: str) -> None:
+    with pytest.raises(ConfigError, match="check the spelling") as err:
+        evaluate(_eval_cfg(tmp_path, f"ckpt={trained['cls_ckpt']}", "split=val", typo))
+    assert named in str(err.value)
+    experiment = _client(tmp_path).get_experiment_by_name("evaluate")
+    assert experiment is None or not _client(tmp_path).search_runs([experiment.experiment_id]), "no run was opened"
 
 
 def test_chooser_on_constructed_scores() -> None:

@@ -54,6 +54,8 @@ def _problem(tmp_path: Path, config: str, overrides: list[str]) -> str:
      "data.source.count is not a setting of the data source FolderSource"),
     (["data=folder", "data.root=.", "data.source._target_=nope.Nope"], "data.source._target_=nope.Nope cannot be"),
     (["+data.mask_treshold=200"], "+data.mask_treshold=200 adds data.mask_treshold, a setting no data set reads"),
+    (["+data.split.tset=0.3"], "+data.split.tset=0.3 adds data.split.tset, a setting no data set reads; check the "
+                               "spelling (data.split settings: dedupe, file, fold, num_folds, seed, stratify, test,"),
     (["+optimizer.lrr=1"], "optimizer.lrr is not a setting of the optimizer Adam"),
     (["optimizer=sgd", "+optimizer.momentun=0.5"], "optimizer.momentun is not a setting of the optimizer SGD"),
     (["scheduler=cosine", "+scheduler.tmax=3"], "scheduler.tmax is not a setting of the scheduler CosineAnnealingLR"),

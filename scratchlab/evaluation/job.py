@@ -28,6 +28,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from scratchlab.checkpoints import write_operating_point
 from scratchlab.config import require_complete
+from scratchlab.config_schema import unknown_partial_data_settings
 from scratchlab.errors import ConfigError
 from scratchlab.evaluation.cache import ModelSource, Predictions, get_predictions
 from scratchlab.evaluation.operating_point import (
@@ -175,6 +176,8 @@ def evaluation_config(source: ModelSource, cfg: DictConfig) -> DictConfig:
             if "source" in node:
                 run_cfg.data = node
             else:
+                if problems := unknown_partial_data_settings(node, run_cfg.data):
+                    raise ConfigError("; ".join(problems))
                 run_cfg.data = OmegaConf.merge(run_cfg.data, node)
         if str(cfg.split) != "train" and run_cfg.data.get("synthetic_fraction"):
             run_cfg.data.synthetic_fraction = 0.0  # synthetic images join the train split only: skip making them
