@@ -23,7 +23,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from scratchlab.cli import report_skipped
 from scratchlab.config import require_complete
-from scratchlab.data.io import IMAGE_EXTENSIONS, list_images
+from scratchlab.data.io import IMAGE_EXTENSIONS, list_images, low_bits_advice, low_bits_max
 from scratchlab.errors import ConfigError
 from scratchlab.postprocess import given_overrides
 from scratchlab.safe_output import atomic_path, checked_target, output_folder, refuse_existing, write_png
@@ -144,6 +144,7 @@ def run_predict(cfg: DictConfig) -> int:
     written: set[Path] = set()
     counts: Counter[str] = Counter()
     skipped: list[tuple[str, str]] = []
+    dark: list[str] = []  # unscaled 12-bit images, which read nearly black
     quiet = len(files) < 2 or not sys.stderr.isatty()  # no progress frames in logs
     bar = tqdm(total=len(files), desc="predict", unit="img", file=sys.stderr, disable=quiet,
                dynamic_ncols=True)
@@ -152,6 +153,11 @@ def run_predict(cfg: DictConfig) -> int:
             record = pred.to_json()
             if pred.ok:
                 counts[pred.decision] += 1
+                if (top := low_bits_max(pred.path)) is not None:  # opens only the header of 8-bit files
+                    record["warning"] = f"{pred.path} is {low_bits_advice(top)}"
+                    if not dark:
+                        tqdm.write(f"warning: {record['warning']}; its verdict means little", file=sys.stderr)
+                    dark.append(pred.path)
                 stem = stems[pred.path]
                 if pred.mask is not None:
                     written.add(write_png(output / f"{stem}_mask.png", pred.mask))
@@ -168,6 +174,9 @@ def run_predict(cfg: DictConfig) -> int:
                 tqdm.write(f"warning: {pred.error} (skipped)", file=sys.stderr)
             jsonl.write(json.dumps(record) + "\n")
             bar.update()
+    if len(dark) > 1:
+        print(f"warning: {len(dark)} images read nearly black like {dark[0]} (each has a \"warning\" in "
+              f"{PREDICTIONS_FILE})", file=sys.stderr)
     for stale in earlier - written:
         stale.unlink(missing_ok=True)
     print(f"{sum(counts.values())} of {len(files)} images judged: {counts['bad']} bad, {counts['good']} good"

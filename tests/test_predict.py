@@ -99,6 +99,26 @@ def test_cli_predicts_any_image_and_skips_a_corrupt_one(models: dict[str, Path],
             assert 0 <= x1 < x2 <= w and 0 <= y1 < y2 <= h and c["area"] > 0 and c["length"] > 0
 
 
+def test_unscaled_12_bit_images_are_judged_with_a_warning(models: dict[str, Path], tmp_path: Path) -> None:
+    """They read nearly black: one full warning, a count, and a ``warning`` in each of their records."""
+    rng = np.random.default_rng(3)
+    (tmp_path / "in").mkdir()
+    low = rng.integers(0, 4096, (40, 60), dtype=np.uint16)
+    cv2.imwrite(str(tmp_path / "in" / "cam_a.png"), low)
+    cv2.imwrite(str(tmp_path / "in" / "cam_b.png"), low[::-1])
+    cv2.imwrite(str(tmp_path / "in" / "scaled.png"), low * 16)
+    out = tmp_path / "out"
+    proc = run_cli("scratchlab.predict", [f"ckpt={models['cnn']}", f"input={tmp_path / 'in'}", f"output={out}",
+                                          f"paths.root_dir={tmp_path}"], cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    warnings = [line for line in proc.stderr.splitlines() if "warning:" in line]
+    assert len(warnings) == 2 and "cam_a.png is a 16-bit image" in warnings[0] and "nearly black" in warnings[0]
+    assert "2 images read nearly black" in warnings[1], proc.stderr
+    records = {Path(r["path"]).name: r for r in map(json.loads, (out / "predictions.jsonl").read_text().splitlines())}
+    assert "warning" in records["cam_a.png"] and "warning" in records["cam_b.png"]
+    assert "warning" not in records["scaled.png"] and records["scaled.png"]["decision"] in ("bad", "good")
+
+
 def test_cli_bad_checkpoint_is_one_error_line(tmp_path: Path) -> None:
     (tmp_path / "in").mkdir()
     Image.fromarray(np.zeros((20, 30), np.uint8)).save(tmp_path / "in" / "a.png")

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 from omegaconf import DictConfig
 
-from scratchlab.data.io import LOW_BITS, file_digest, image_header, low_bits_max, read_image, read_mask
+from scratchlab.data.io import file_digest, image_header, low_bits_advice, low_bits_max, read_image, read_mask
 from scratchlab.data.types import Sample, SampleIndex
 from scratchlab.errors import DataError
 from scratchlab.visualize import draw_overlay, make_grid, save_png
@@ -154,10 +154,8 @@ def check_index(index: SampleIndex, *, mask_threshold: int = 128,
     problems += [Problem(WARNING, "multi_frame", f"{s.image} holds {f.frames} frames (an animation or pages); only "
                          f"the first is used: save that frame alone to silence this", (str(s.image),))
                  for s, f in zip(samples, facts) if f.frames > 1 and f.digest]
-    problems += [Problem(WARNING, "low_bit_depth", f"{s.image} is a 16-bit image whose values all stay below "
-                         f"{2 ** LOW_BITS} (unscaled camera data of {LOW_BITS} bits or fewer?): read by the 16-bit "
-                         f"range it is 0-{f.low_bits_max} of 255, nearly black; scale it to the full 16-bit range "
-                         f"(12-bit values x 16) or convert it to 8 bits", (str(s.image),))
+    problems += [Problem(WARNING, "low_bit_depth", f"{s.image} is {low_bits_advice(f.low_bits_max)}",
+                         (str(s.image),))
                  for s, f in zip(samples, facts) if f.low_bits_max is not None]
     problems += _box_problems(samples, facts)
     problems += _mask_problems(index, facts, mask_threshold)

@@ -122,6 +122,13 @@ def low_bits_max(path: str | Path) -> int | None:
     return top if top < (2 ** LOW_BITS) >> 8 else None
 
 
+def low_bits_advice(top: int) -> str:
+    """What a 16-bit image with ``low_bits_max`` ``top`` is, and how to fix it (one sentence's end)."""
+    return (f"a 16-bit image whose values all stay below {2 ** LOW_BITS} (unscaled camera data of {LOW_BITS} bits "
+            f"or fewer?): read by the 16-bit range it is 0-{top} of 255, nearly black; scale it to the full 16-bit "
+            f"range (12-bit values x 16) or convert it to 8 bits")
+
+
 def read_mask(path: str | Path, threshold: int = 128) -> np.ndarray:
     """A mask file as an (H, W) uint8 array of 0 (background) and 1 (defect).
 
