@@ -94,21 +94,25 @@ def test_resume_with_other_settings_is_refused_and_the_run_stays_killed(tmp_path
     assert _only_run(tmp_path).info.status == "FINISHED"
 
 
-@pytest.mark.parametrize("workers", [0, 2])
+@pytest.mark.parametrize(("loading", "every"), [
+    (["data.num_workers=0"], 1),
+    (["data.num_workers=2"], 1),
+    (["data.num_workers=0", "+trainer.check_val_every_n_epoch=2", "scheduler=cosine"], 2),
+], ids=["in-process loading", "2 loader workers", "validation every 2 epochs"])
 def test_resume_continues_the_run_and_matches_an_uninterrupted_one(tmp_path: Path, tiny_dataset: Path,
-                                                                   workers: int) -> None:
-    """Also with loader workers, which draw the resumed epoch's first batches before Lightning sets its epoch."""
-    loading = f"data.num_workers={workers}"
-    interrupted = _interrupt_after_first_epoch(tmp_path, tiny_dataset, signal.SIGTERM, loading)
+                                                                   loading: list[str], every: int) -> None:
+    """Also with loader workers, which draw the resumed epoch's first batches before Lightning sets its epoch,
+    and with validation every other epoch, where Lightning repeats the end of an epoch with no batches."""
+    interrupted = _interrupt_after_first_epoch(tmp_path, tiny_dataset, signal.SIGTERM, *loading)
     run_id = _assert_killed_with_last_checkpoint(interrupted, tmp_path, 143).info.run_id
-    resumed = run_cli("scratchlab.train", [*_overrides(tmp_path, tiny_dataset, "resumed"), loading, f"resume={run_id}"],
+    resumed = run_cli("scratchlab.train", [*_overrides(tmp_path, tiny_dataset, "resumed"), *loading, f"resume={run_id}"],
                       cwd=tmp_path, timeout=600)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     run = _only_run(tmp_path)
     assert run.info.run_id == run_id and run.info.status == "FINISHED" and run.data.tags["resumed"] == "1"
     straight_root = tmp_path / "straight"
     straight_root.mkdir()
-    straight = run_cli("scratchlab.train", [*_overrides(straight_root, tiny_dataset, "straight"), loading],
+    straight = run_cli("scratchlab.train", [*_overrides(straight_root, tiny_dataset, "straight"), *loading],
                        cwd=straight_root, timeout=600)
     assert straight.returncode == 0, straight.stderr[-2000:]
     reference = _only_run(straight_root)
@@ -118,7 +122,7 @@ def test_resume_continues_the_run_and_matches_an_uninterrupted_one(tmp_path: Pat
         return sorted((m.step, m.value) for m in client.get_metric_history(run_id, "val/loss"))
 
     resumed_curve, straight_curve = curve(tmp_path, run.info.run_id), curve(straight_root, reference.info.run_id)
-    assert len(resumed_curve) == EPOCHS, "one validation per epoch in the same run, none repeated or lost"
+    assert len(resumed_curve) == EPOCHS // every, "each validation in the same run, none repeated or lost"
     assert [s for s, _ in resumed_curve] == [s for s, _ in straight_curve]
     assert [v for _, v in resumed_curve] == pytest.approx([v for _, v in straight_curve], abs=1e-6)
     for key in ("test/acc", "test/auroc", "test/loss"):

@@ -24,6 +24,7 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 from torch import nn
+from torchmetrics import Metric
 
 from scratchlab.checkpoints import KEY, Checkpoint, ModelSpec, checkpoint_block
 from scratchlab.data.transforms import Preprocess, build_transform, content_box
@@ -298,6 +299,8 @@ class BaseTask(pl.LightningModule):
 
     def _log_epoch_metrics(self, stage: str) -> None:
         metrics = self.stage_metrics(stage)
+        if not any(m.update_count for m in metrics.modules() if isinstance(m, Metric)):
+            return  # no batches: a resumed run whose last.ckpt was written after this epoch's last batch
         for key, value in metrics.compute().items():
             self.log(f"{stage}/{key}", value, prog_bar=stage == "val" and key in self.progress_metrics,
                      sync_dist=True)
