@@ -24,7 +24,7 @@ from omegaconf import DictConfig, OmegaConf
 from scratchlab.cli import report_skipped
 from scratchlab.config import require_complete
 from scratchlab.data.io import IMAGE_EXTENSIONS, list_images, low_bits_advice, low_bits_max
-from scratchlab.errors import ConfigError
+from scratchlab.errors import ConfigError, DataError
 from scratchlab.postprocess import given_overrides
 from scratchlab.safe_output import atomic_path, checked_target, output_folder, refuse_existing, write_png
 
@@ -103,6 +103,14 @@ def _label(pred) -> str:
     return f"{pred.decision} p={pred.score:.2f} {area}px"
 
 
+def _low_bits_max(path: str) -> int | None:
+    """``low_bits_max`` of an image just judged (opens only the header of 8-bit files); None if it is gone."""
+    try:
+        return low_bits_max(path)
+    except DataError:
+        return None
+
+
 def run_predict(cfg: DictConfig) -> int:
     """Judge ``cfg.input`` with ``cfg.ckpt`` or ``cfg.model_path``; returns the exit code (0 or 1)."""
     require_complete(cfg)
@@ -153,7 +161,7 @@ def run_predict(cfg: DictConfig) -> int:
             record = pred.to_json()
             if pred.ok:
                 counts[pred.decision] += 1
-                if (top := low_bits_max(pred.path)) is not None:  # opens only the header of 8-bit files
+                if (top := _low_bits_max(pred.path)) is not None:
                     record["warning"] = f"{pred.path} is {low_bits_advice(top)}"
                     if not dark:
                         tqdm.write(f"warning: {record['warning']}; its verdict means little", file=sys.stderr)
