@@ -4,12 +4,14 @@ from __future__ import annotations
 from pathlib import Path
 
 import albumentations as A
+import cv2
 import numpy as np
+import pytest
 import torch
 from torch.utils.data import DataLoader
 
 from scratchlab.config import compose
-from scratchlab.data.dataset import ImageDataset, seed_augmentations, seeded_loading
+from scratchlab.data.dataset import ImageDataset, seed_augmentations, seeded_loading, worker_loading
 from scratchlab.data.sources.folder import FolderSource
 from scratchlab.data.transforms import Preprocess, build_transform
 from scratchlab.training import run_training
@@ -57,3 +59,26 @@ def test_training_metrics_are_the_same_with_0_and_2_workers(tmp_path: Path, tiny
             f"data.num_workers={workers}", "augment=light", "data.cache_images=false", "seed=5"]
         runs.append(run_training(compose("train", overrides)))
     assert runs[0] == runs[1]
+
+
+class _OpenCVThreads(torch.utils.data.Dataset):
+    """Each item: the number of threads OpenCV uses where the item is loaded."""
+
+    def __len__(self) -> int:
+        return 4
+
+    def __getitem__(self, index: int) -> int:
+        return cv2.getNumThreads()
+
+
+def test_loader_workers_run_opencv_single_threaded() -> None:
+    """A worker forked while OpenCV's thread pool holds a lock hangs in its first parallel OpenCV call: loaders
+    with workers run OpenCV single-threaded in the process that forks them and in the workers."""
+    cv2.setNumThreads(-1)  # OpenCV's default: one thread per core
+    if cv2.getNumThreads() < 2:
+        pytest.skip("one core: OpenCV is single-threaded anyway")
+    try:
+        assert [int(n) for n in DataLoader(_OpenCVThreads(), batch_size=None, **worker_loading(2))] == [1] * 4
+        assert cv2.getNumThreads() == 1
+    finally:
+        cv2.setNumThreads(-1)

@@ -14,7 +14,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from scratchlab.data.io import image_info, read_mask
-from scratchlab.data.dataset import ImageDataset, pad_collate, seeded_loading, shape_batches, worker_init
+from scratchlab.data.dataset import ImageDataset, pad_collate, seeded_loading, shape_batches, worker_loading
 from scratchlab.data.memory_cache import CachedImageDataset, cache_bytes
 from scratchlab.data.splits import split_samples, splits_to_frame
 from scratchlab.data.transforms import Preprocess, build_transform, content_box, holds_crop
@@ -170,12 +170,11 @@ class ScratchDataModule(pl.LightningDataModule):
 
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
         dataset = self.datasets[split]
+        common = {**worker_loading(self.num_workers, self.trainer.global_rank if self.trainer else 0),
+                  "pin_memory": self.pin_memory, "persistent_workers": self.num_workers > 0,
+                  "collate_fn": self._collate()}
         if isinstance(dataset, CachedImageDataset):
             dataset.fill(threads=max(self.num_workers, 1))  # before the workers start, so they share it
-        common = {"num_workers": self.num_workers, "pin_memory": self.pin_memory,
-                  "persistent_workers": self.num_workers > 0, "collate_fn": self._collate()}
-        if self.num_workers > 0:
-            common["worker_init_fn"] = partial(worker_init, rank=self.trainer.global_rank if self.trainer else 0)
         if not shuffle and self.preprocess.resize == "pad" and not self._distributed():
             # Native-size evaluation batches hold images of one input shape: none is padded beyond its own
             # input, and a segmenter judges each image from the batch's own forward pass.

@@ -4,9 +4,11 @@ from __future__ import annotations
 import os
 import signal
 from collections.abc import Iterator, Sequence
+from functools import partial
 from typing import Any
 
 import albumentations as A
+import cv2
 import numpy as np
 import torch
 from lightning_fabric.utilities.seed import pl_worker_init_function
@@ -171,6 +173,18 @@ def worker_init(worker_id: int, rank: int = 0) -> None:
     signal.signal(signal.SIGTERM, _exit_soon)
     if int(os.environ.get("PL_SEED_WORKERS", 0)):
         pl_worker_init_function(worker_id, rank)
+
+
+def worker_loading(num_workers: int, rank: int = 0) -> dict:
+    """``DataLoader`` arguments for ``num_workers`` loader processes that start with :func:`worker_init`.
+
+    With workers, OpenCV runs single-threaded from here on, here and in them: a worker forked while OpenCV's
+    own thread pool held a lock inherits it locked, and hangs for good in its first parallel OpenCV call (seen
+    in ``cv2.LUT`` on a loaded machine, a run that never ended)."""
+    if num_workers <= 0:
+        return {"num_workers": 0}
+    cv2.setNumThreads(0)
+    return {"num_workers": num_workers, "worker_init_fn": partial(worker_init, rank=rank)}
 
 
 def seeded_loading(n: int, seed: int, shuffle: bool, epoch: int = 0) -> dict:

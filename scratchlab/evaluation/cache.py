@@ -249,7 +249,7 @@ def compute_predictions(source: ModelSource, cfg: DictConfig, split: str, device
     from torch.utils.data import DataLoader
 
     from scratchlab.builders import build_datamodule
-    from scratchlab.data.dataset import ImageDataset, pad_collate
+    from scratchlab.data.dataset import ImageDataset, pad_collate, worker_loading
     from scratchlab.data.transforms import build_transform
 
     dm = build_datamodule(cfg)
@@ -264,7 +264,7 @@ def compute_predictions(source: ModelSource, cfg: DictConfig, split: str, device
     pad = dm.preprocess.resize == "pad"
     dataset = ImageDataset(dm.splits[split], build_transform(dm.preprocess), dm.mask_threshold, dm.preprocess)
     loader = DataLoader(dataset, batch_size=int(cfg.data.batch_size), shuffle=False,
-                        num_workers=int(cfg.data.num_workers), collate_fn=pad_collate if pad else None)
+                        collate_fn=pad_collate if pad else None, **worker_loading(int(cfg.data.num_workers)))
     log.info("running the model on %d %s images (%s)", len(dataset), split, cfg.data.name)
     task = source.load_task().to(device).eval()
     task.reset_evaluation_metrics()
