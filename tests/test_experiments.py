@@ -76,9 +76,10 @@ def test_every_experiment_starts_on_a_folder_of_images(tmp_path: Path, tiny_data
     batch = next(iter(datamodule.train_dataloader()))
     evaluated = next(iter(datamodule.val_dataloader()))
     assert batch["image"].shape[0] == 4 and batch["image"].shape[1] == 3
-    if cfg.data.resize != "pad":  # square inputs of model.image_size, the same in training and evaluation
+    if cfg.data.resize != "pad":  # square inputs of model.image_size; training crops (augment=crops) of crop_size
         side = cfg.model.image_size
-        assert batch["image"].shape[-2:] == evaluated["image"].shape[-2:] == (side, side)
+        crop = cfg.data.crop_size if "crop" in (cfg.data.augment or {}) else side
+        assert batch["image"].shape[-2:] == (crop, crop) and evaluated["image"].shape[-2:] == (side, side)
 
 
 def test_experiments_override_defaults(tmp_path: Path) -> None:
