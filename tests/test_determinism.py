@@ -1,6 +1,11 @@
 """Augmentations are seeded per sample from (seed, epoch, index): results do not depend on data.num_workers."""
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import albumentations as A
@@ -82,3 +87,46 @@ def test_loader_workers_run_opencv_single_threaded() -> None:
         assert cv2.getNumThreads() == 1
     finally:
         cv2.setNumThreads(-1)
+
+
+def _running(pid: int) -> bool:
+    """Whether ``pid`` is a live process (not gone, not a zombie awaiting its reaper)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return False
+
+
+STUCK_LOADER = """
+import sys, time
+from torch.utils.data import DataLoader, Dataset
+from scratchlab.data.dataset import worker_loading
+
+class Stuck(Dataset):
+    def __len__(self):
+        return 2
+
+    def __getitem__(self, index):
+        import os
+        print(os.getpid(), flush=True)
+        time.sleep(300)  # a worker that never returns to Python's signal handling or the loader's watchdog
+        return index
+
+next(iter(DataLoader(Stuck(), batch_size=None, **worker_loading(1))))
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the parent-death signal is Linux's")
+def test_a_stuck_loader_worker_ends_with_a_main_process_killed_hard() -> None:
+    main = subprocess.Popen([sys.executable, "-c", STUCK_LOADER], stdout=subprocess.PIPE, text=True)
+    worker = int(main.stdout.readline())
+    try:
+        main.kill()
+        main.wait()
+        deadline = time.monotonic() + 20
+        while _running(worker) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not _running(worker), "the loader worker outlived its killed main process"
+    finally:
+        if _running(worker):
+            os.kill(worker, signal.SIGKILL)

@@ -1,8 +1,10 @@
 """A torch Dataset over ``Sample`` records: reads the image (and mask) and applies one transform."""
 from __future__ import annotations
 
+import ctypes
 import os
 import signal
+import sys
 from collections.abc import Iterator, Sequence
 from functools import partial
 from typing import Any
@@ -164,13 +166,34 @@ def _exit_soon(signum: int, frame: Any) -> None:
         signal.alarm(WORKER_GRACE_S)
 
 
-def worker_init(worker_id: int, rank: int = 0) -> None:
+_PR_SET_PDEATHSIG = 1
+
+
+def _end_with_parent(parent: int) -> None:
+    """On Linux, have the kernel kill this worker when the thread of ``parent`` that started it ends: a worker
+    stuck in C code runs no Python signal handler and no watchdog, and outlived a main process killed hard
+    (``kill -9``, the out-of-memory killer) as an orphan holding its memory. Workers that ``parent`` did not
+    start itself (a forkserver's) are left as they are."""
+    if not sys.platform.startswith("linux") or os.getppid() != parent:
+        return
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    except (OSError, AttributeError):
+        return
+    if os.getppid() != parent:  # it ended before the line above
+        os._exit(1)
+
+
+def worker_init(worker_id: int, rank: int = 0, parent: int | None = None) -> None:
     """Start of a loader worker. Ctrl-C and SIGTERM are left to the main process, which stops its workers
     itself: a terminal's Ctrl-C (or ``timeout``) signals the whole process group, and workers dying mid-batch
-    turned an interrupt into a crash with nothing to resume from. Then Lightning's worker seeding, as it
-    adds it itself when ``seed_everything(workers=True)`` asked for it and a loader has no ``worker_init_fn``."""
+    turned an interrupt into a crash with nothing to resume from. The worker dies with ``parent`` (the process
+    that made the loader). Then Lightning's worker seeding, as it adds it itself when
+    ``seed_everything(workers=True)`` asked for it and a loader has no ``worker_init_fn``."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, _exit_soon)
+    if parent is not None:
+        _end_with_parent(parent)
     if int(os.environ.get("PL_SEED_WORKERS", 0)):
         pl_worker_init_function(worker_id, rank)
 
@@ -184,7 +207,7 @@ def worker_loading(num_workers: int, rank: int = 0) -> dict:
     if num_workers <= 0:
         return {"num_workers": 0}
     cv2.setNumThreads(0)
-    return {"num_workers": num_workers, "worker_init_fn": partial(worker_init, rank=rank)}
+    return {"num_workers": num_workers, "worker_init_fn": partial(worker_init, rank=rank, parent=os.getpid())}
 
 
 def seeded_loading(n: int, seed: int, shuffle: bool, epoch: int = 0) -> dict:
