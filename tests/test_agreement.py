@@ -74,11 +74,12 @@ def setup(module_dir: Path) -> dict:
     return {"root": root, "base": base, "ckpts": ckpts}
 
 
-def _test_step(task: pl.LightningModule, cfg_overrides: list[str]) -> dict[str, tuple[float, bool]]:
+def _test_step(task: pl.LightningModule, cfg_overrides: list[str],
+               precision: str = "32") -> dict[str, tuple[float, bool]]:
     """Per test image (path -> score, bad) as the test step of ``task`` records them."""
     dm = build_datamodule(compose("train", cfg_overrides))
-    pl.Trainer(logger=False, enable_progress_bar=False, enable_model_summary=False).test(task, datamodule=dm,
-                                                                                       verbose=False)
+    pl.Trainer(logger=False, enable_progress_bar=False, enable_model_summary=False,
+               precision=precision).test(task, datamodule=dm, verbose=False)
     return {r["path"]: (r["score"], r["is_bad"]) for r in task.test_results}
 
 
@@ -175,6 +176,16 @@ def test_every_path_judges_alike(setup: dict, name: str) -> None:
     if name.endswith("_tta"):
         _check_flips_apply(ckpt, paths, MODELS[name][-1])
     _every_path_agrees(root, ckpt, overrides, paths, name)
+
+
+@pytest.mark.parametrize("name", ["cnn", "unet"])
+def test_a_mixed_precision_test_step_judges_as_the_inference_path(setup: dict, name: str) -> None:
+    """Under a mixed-precision trainer (trainer=gpu's 16-mixed; bf16-mixed here, on a CPU) the test step runs in
+    float32, as evaluate, predict and exports do: the same scores and decisions as a full-precision test step."""
+    root, ckpt = setup["root"], setup["ckpts"][name]
+    overrides = setup["base"] + [f"hydra.run.dir={root}/{name}", *MODELS[name]]
+    full = _test_step(load_task(ckpt), overrides)
+    _agree(full, _test_step(load_task(ckpt), overrides, precision="bf16-mixed"), 1e-6, "bf16-mixed test step")
 
 
 @pytest.mark.parametrize("members, geometry", [(["cnn", "cnn_tta"], ["model.image_size=32", "data.resize=stretch"]),

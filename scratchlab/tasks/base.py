@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
+from functools import wraps
 from typing import Any, ClassVar, NamedTuple
 
 import numpy as np
@@ -36,6 +37,19 @@ STAGES = ("train", "val", "test")
 Raw = dict[str, np.ndarray]
 INPUT_NAME = "image"
 """The input of an exported graph: (N, H, W, 3) uint8 RGB images at network geometry (``pre.geometry()``)."""
+
+
+def full_precision(step: Callable) -> Callable:
+    """A validation or test step that runs in float32 under a mixed-precision trainer (``trainer=gpu``'s
+    16-mixed), as ``evaluate``, ``predict`` and exported models do: its metrics, verdicts and the best checkpoint's
+    choice are then those of the inference path. Training steps keep the trainer's precision."""
+
+    @wraps(step)
+    def step_in_float32(self: pl.LightningModule, *args: Any, **kwargs: Any) -> Any:
+        with torch.autocast(self.device.type, enabled=False):
+            return step(self, *args, **kwargs)
+
+    return step_in_float32
 
 
 class TrainCounts(NamedTuple):

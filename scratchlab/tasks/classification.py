@@ -18,7 +18,7 @@ from scratchlab.models import build_model
 from scratchlab.task_metrics import ClassificationMetrics
 from scratchlab.postprocess import DecisionParams, Verdict, verdict_from_class_probs
 from scratchlab.figures import classification_report, confusion_matrix_figure, precision_recall_figure
-from scratchlab.tasks.base import STAGES, BaseTask, Raw, TrainCounts, gather_test_outputs
+from scratchlab.tasks.base import STAGES, BaseTask, Raw, TrainCounts, full_precision, gather_test_outputs
 
 
 def logits_to_probs(logits: torch.Tensor) -> torch.Tensor:
@@ -109,9 +109,11 @@ class ClassificationTask(BaseTask):
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         return self._step(batch, "train")[0]
 
+    @full_precision
     def validation_step(self, batch: dict, batch_idx: int) -> None:
         self._step(batch, "val")
 
+    @full_precision
     def test_step(self, batch: dict, batch_idx: int) -> None:
         _, probs = self._step(batch, "test")
         self.record_test_results(batch, self.batch_verdicts(batch)[1])

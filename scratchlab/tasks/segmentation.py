@@ -19,7 +19,7 @@ from scratchlab.data.io import read_image
 from scratchlab.data.transforms import restore_geometry
 from scratchlab.task_metrics import SegmentationMetrics
 from scratchlab.postprocess import DecisionParams, Verdict, decide_from_probability, verdict_from_probability
-from scratchlab.tasks.base import BaseTask, Raw, TrainCounts, gather_test_outputs, require_binary
+from scratchlab.tasks.base import BaseTask, Raw, TrainCounts, full_precision, gather_test_outputs, require_binary
 from scratchlab.visualize import draw_overlay, make_grid
 
 N_PICTURES = 8
@@ -164,11 +164,13 @@ class SegmentationTask(BaseTask):
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         return self._step(batch, "train")[0]
 
+    @full_precision
     def validation_step(self, batch: dict, batch_idx: int) -> None:
         _, probs, _ = self._step(batch, "val")
         if len(self.pictures) < N_PICTURES:
             self.pictures += self._records(batch, probs)[: N_PICTURES - len(self.pictures)]
 
+    @full_precision
     def test_step(self, batch: dict, batch_idx: int) -> None:
         _, probs, verdicts = self._step(batch, "test")
         self.record_test_results(batch, verdicts)
