@@ -4,7 +4,8 @@
 
 Prints, first (on any machine):
   (d) how many distinct network input sizes native-size batches (data.resize=pad) of the built-in printed-code
-      photos bring: 600 of them rendered into a temporary folder, each padded to multiples of 32;
+      photos bring (600 of them rendered into a temporary folder, each padded to multiples of 32), and the
+      range of their longest sides;
 then, with no data loading involved:
   (a) a training step (AdamW, fp16 autocast, channels-last, 16 x 256 x 256) with cuDNN autotuning off and on,
       and the first and next forward pass at three new evaluation shapes after each;
@@ -87,8 +88,11 @@ def padded_sizes(count: int = 600) -> None:
         cfg = compose("train", ["data=text_scratch", f"data.source.count={count}", f"paths.root_dir={tmp}"])
         samples = instantiate(cfg.data.source).load().samples
         pad = Preprocess(image_size=None, resize="pad")
-        sizes = {pad.padded(h, w) for w, h, _ in (image_info(s.image) for s in samples)}
-    print(f"(d) {len(samples)} built-in photos, native size padded to multiples of 32: {len(sizes)} distinct input sizes")
+        shapes = [(h, w) for w, h, _ in (image_info(s.image) for s in samples)]
+    longest = sorted(max(shape) for shape in shapes)
+    print(f"(d) {len(samples)} built-in photos, native size padded to multiples of 32: "
+          f"{len({pad.padded(*shape) for shape in shapes})} distinct input sizes; longest side "
+          f"{longest[0]}-{longest[-1]} px, median {longest[len(longest) // 2]}")
 
 
 def main() -> None:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import ctypes
+import logging
 import os
 import signal
 import sys
@@ -22,6 +23,8 @@ from scratchlab.data.transforms import Preprocess, content_box
 from scratchlab.data.types import Sample
 from scratchlab.errors import DataError
 from scratchlab.models.instance_targets import build_target, instances_from_mask
+
+log = logging.getLogger(__name__)
 
 
 class ImageDataset(Dataset):
@@ -177,10 +180,14 @@ def _end_with_parent(parent: int) -> None:
     if not sys.platform.startswith("linux") or os.getppid() != parent:
         return
     try:
-        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+        prctl.argtypes = [ctypes.c_int, ctypes.c_ulong]
+        if prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL)) != 0:  # e.g. a container's seccomp filter refuses it
+            log.debug("loader worker: prctl(PR_SET_PDEATHSIG) failed: %s", os.strerror(ctypes.get_errno()))
+            return
     except (OSError, AttributeError):
         return
-    if os.getppid() != parent:  # it ended before the line above
+    if os.getppid() != parent:  # it ended before the call above
         os._exit(1)
 
 
