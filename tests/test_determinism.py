@@ -98,7 +98,7 @@ def _running(pid: int) -> bool:
 
 
 STUCK_LOADER = """
-import sys, time
+import os, time
 from torch.utils.data import DataLoader, Dataset
 from scratchlab.data.dataset import worker_loading
 
@@ -107,7 +107,6 @@ class Stuck(Dataset):
         return 2
 
     def __getitem__(self, index):
-        import os
         print(os.getpid(), flush=True)
         time.sleep(300)  # a worker that never returns to Python's signal handling or the loader's watchdog
         return index
