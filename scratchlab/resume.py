@@ -10,7 +10,7 @@ from __future__ import annotations
 import random
 import shlex
 import signal
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -129,12 +129,24 @@ def resume_point(cfg: DictConfig, client: MlflowClient) -> ResumePoint | None:
     return ResumePoint(Path(path), run.info.run_id)
 
 
+def override_key(override: str) -> str:
+    """The config key an override sets (``+a.b=1`` and ``~a.b`` -> ``a.b``)."""
+    return override.split("=", 1)[0].lstrip("+~")
+
+
+def setting_overrides(overrides: list[str], leave_out: Collection[str] = ()) -> list[str]:
+    """The overrides that re-create a run's settings: Hydra's own (output folder, sweeper, launcher), the search
+    and the way the run was started (``resume=``, ``ckpt_path=``) left out, as are the keys in ``leave_out``; of a
+    key given twice only the last, the one that counts."""
+    last = {override_key(o): o for o in overrides
+            if not o.lstrip("+~").startswith(("hydra.", "hydra/", "hparams_search=", "resume=", "ckpt_path="))
+            and override_key(o) not in leave_out}
+    return list(last.values())
+
+
 def resume_command(overrides: list[str], run_id: str) -> str:
-    """The command that continues run ``run_id``: its own overrides (Hydra's output folder and the way it was
-    started left out), then ``resume=``."""
-    kept = [o for o in overrides
-            if not o.lstrip("+~").startswith(("hydra.", "hydra/", "hparams_search=", "resume=", "ckpt_path="))]
-    return " ".join(["python -m scratchlab.train", *map(shlex.quote, kept), f"resume={run_id}"])
+    """The command that continues run ``run_id``: its own settings' overrides, then ``resume=``."""
+    return " ".join(["python -m scratchlab.train", *map(shlex.quote, setting_overrides(overrides)), f"resume={run_id}"])
 
 
 def run_overrides(run: Any) -> list[str] | None:

@@ -12,23 +12,16 @@ from typing import TYPE_CHECKING, Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
-from scratchlab.resume import run_overrides
+from scratchlab.resume import override_key, run_overrides, setting_overrides
 
 if TYPE_CHECKING:
     from mlflow.entities import Run
     from mlflow.tracking import MlflowClient
 
 
-def _key(override: str) -> str:
-    return override.split("=", 1)[0].lstrip("+~")
-
-
 def fixed_overrides(task_overrides: list[str], search_keys: Collection[str]) -> list[str]:
-    """The overrides every trial of a sweep shares: without the search, Hydra's own and the searched keys,
-    and only the last of a key given twice (the one that counts)."""
-    last = {o.split("=", 1)[0]: o for o in task_overrides
-            if not o.startswith(("hparams_search=", "hydra.", "+hydra.")) and _key(o) not in search_keys}
-    return list(last.values())
+    """The overrides every trial of a sweep shares: its settings without the searched keys."""
+    return setting_overrides(task_overrides, leave_out=search_keys)
 
 
 def rerun_overrides(task_overrides: list[str], best_params: dict[str, Any]) -> list[str]:
@@ -40,7 +33,7 @@ def replaced_by_search(task_overrides: list[str], search_keys: Collection[str]) 
     """The plain ``key=value`` overrides of keys that the search space samples: the sweeper drops them."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
-    parsed = OverridesParser.create().parse_overrides([o for o in task_overrides if _key(o) in search_keys])
+    parsed = OverridesParser.create().parse_overrides([o for o in task_overrides if override_key(o) in search_keys])
     return [o.input_line for o in parsed if not o.is_sweep_override()]
 
 
