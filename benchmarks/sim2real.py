@@ -1,5 +1,7 @@
-"""Does synthetic metal teach what holds on real steel? Train on the built-in synthetic metal (data=metal_scratch)
-and test on real NEU scratches (against the other five NEU classes) and magnetic-tile cracks (against Free);
+"""Does synthetic metal teach what holds on real steel? Train on the built-in synthetic metal (data=metal_scratch;
+``--synthetic tile_crack``: ground tiles with cracks) and test on real NEU scratches (against the other five NEU
+classes) and magnetic-tile cracks (against Free); as that model saw no real image, also on every real bad image
+against the test split's good ones (``zero_shot_all_bad``);
 then, on each real set, compare real-only training with synthetic pre-training + fine-tuning
 (model.weights_path=<the synthetic checkpoint>) and with synthetic scratches added to the real training split
 (data.synthetic_fraction: metal scratches on NEU, cracks on magnetic tile). A last regime, ``good_only``, never
@@ -46,9 +48,13 @@ REAL_SETS = {"neu": ["data=neu", "data.task=scratch_vs_rest"], "magnetic_tile": 
                                                                                  "data.task=crack_vs_free"]}
 DRAWN_APPEARANCE = {"neu": "metal", "magnetic_tile": "crack"}
 """The damage drawn onto each real set's good images (synthetic_fraction, good_only): scratches / cracks."""
-# Synthetic metal at the real sets' geometry: square images of about 200 px (NEU is 200x200).
-SYNTHETIC = ["data=metal_scratch", "data.source.params.width_quantiles=[180,190,195,200,205,210,220]",
-             "data.source.params.height_quantiles=[180,190,195,200,205,210,220]"]
+SYNTHETIC = {
+    # synthetic metal at the real sets' geometry: square images of about 200 px (NEU is 200x200)
+    "metal_scratch": ["data.source.params.width_quantiles=[180,190,195,200,205,210,220]",
+                      "data.source.params.height_quantiles=[180,190,195,200,205,210,220]"],
+    "tile_crack": [],  # ground tiles with cracks, at the magnetic-tile photos' own sizes
+}
+"""The built-in synthetic sets that zero_shot and finetune train on (``--synthetic``), with their overrides."""
 
 
 def _train(workdir: Path, name: str, overrides: list[str], epochs: int) -> tuple[dict, float, Path]:
@@ -69,26 +75,36 @@ def _real_test_auroc(workdir: Path, ckpt: Path, real: list[str]) -> float:
     return float(evaluate(cfg)["test/auroc"])
 
 
-def _good_only_set(workdir: Path, name: str, real: list[str], bad_fraction: float) -> tuple[Path, Path]:
-    """A good/bad/masks folder of the real set's train- and val-split good images and synthetic bad copies of
-    them (the real test split's images are left out), and a split file whose test split holds every real bad
-    image (none was seen) with the test split's good images."""
-    cfg = compose("train", [f"paths.root_dir={workdir}", *real])
-    datamodule = build_datamodule(cfg)
+def _real_splits(workdir: Path, real: list[str]) -> dict[str, list]:
+    """The real set's samples per split."""
+    datamodule = build_datamodule(compose("train", [f"paths.root_dir={workdir}", *real]))
     datamodule.setup()
+    return datamodule.splits
+
+
+def _every_bad_split(workdir: Path, name: str, real: list[str]) -> list[str]:
+    """``real`` with a split file whose test split holds every real bad image and the test split's good images:
+    the test of a model that saw no real bad image."""
+    unseen = workdir / f"{name}-unseen-split.csv"
+    rows = [(str(Path(s.image).resolve()), "test" if s.label else split)
+            for split, samples in _real_splits(workdir, real).items() for s in samples]
+    pd.DataFrame(rows, columns=["path", "split"]).to_csv(unseen, index=False)
+    return [*real, f"data.split.file='{unseen}'"]
+
+
+def _good_only_set(workdir: Path, name: str, real: list[str], bad_fraction: float) -> Path:
+    """A good/bad/masks folder of the real set's train- and val-split good images and synthetic bad copies of
+    them (the real test split's images are left out)."""
+    splits = _real_splits(workdir, real)
     goods = workdir / f"{name}-good"
     shutil.rmtree(goods, ignore_errors=True)  # a kept --workdir: start over
     goods.mkdir()
-    for i, sample in enumerate(s for split in ("train", "val") for s in datamodule.splits[split] if s.label == 0):
+    for i, sample in enumerate(s for split in ("train", "val") for s in splits[split] if s.label == 0):
         (goods / f"{i:05d}-{Path(sample.image).name}").symlink_to(Path(sample.image).resolve())
     summary = expand_folder(goods, workdir / f"{name}-good-only", bad_fraction=bad_fraction,
                             appearance=DRAWN_APPEARANCE[name], overwrite=True, progress=False)
     print(f"{name} good_only: {summary.good} real good + {summary.bad} synthetic bad images", flush=True)
-    unseen = workdir / f"{name}-unseen-split.csv"
-    rows = [(str(Path(s.image).resolve()), "test" if s.label else split) for split, samples in datamodule.splits.items()
-            for s in samples]
-    pd.DataFrame(rows, columns=["path", "split"]).to_csv(unseen, index=False)
-    return summary.output, unseen
+    return summary.output
 
 
 def main() -> None:
@@ -96,7 +112,9 @@ def main() -> None:
     parser.add_argument("--neu", type=Path, help="NEU-DET folder (IMAGES/, ANNOTATIONS/)")
     parser.add_argument("--magnetic-tile", type=Path, help="magnetic tile folder (MT_Free/, MT_Crack/, ...)")
     parser.add_argument("--epochs", type=int, default=6, help="epochs of every training (default 6)")
-    parser.add_argument("--synthetic-count", type=int, default=3000, help="synthetic metal images (default 3000)")
+    parser.add_argument("--synthetic", choices=sorted(SYNTHETIC), default="metal_scratch",
+                        help="built-in synthetic data of zero_shot and finetune (default metal_scratch)")
+    parser.add_argument("--synthetic-count", type=int, default=3000, help="synthetic images (default 3000)")
     parser.add_argument("--synthetic-fraction", type=float, default=0.5,
                         help="data.synthetic_fraction of the mixed regime (default 0.5)")
     parser.add_argument("--good-only-fraction", type=float, default=0.5,
@@ -113,21 +131,24 @@ def main() -> None:
     try:
         need_synthetic = {"zero_shot", "finetune"} & set(args.only)
         if need_synthetic:
-            _, seconds, synthetic_ckpt = _train(workdir, "synthetic", [*SYNTHETIC, f"data.source.count={args.synthetic_count}",
-                                                                      *overrides], args.epochs)
-            print(f"synthetic metal: {args.synthetic_count} images, {args.epochs} epochs, {seconds:.0f} s", flush=True)
+            synthetic = [f"data={args.synthetic}", *SYNTHETIC[args.synthetic],
+                         f"data.source.count={args.synthetic_count}"]
+            _, seconds, synthetic_ckpt = _train(workdir, "synthetic", [*synthetic, *overrides], args.epochs)
+            print(f"{args.synthetic}: {args.synthetic_count} images, {args.epochs} epochs, {seconds:.0f} s", flush=True)
         for name, real in sets.items():
             if "zero_shot" in args.only:
                 rows.append((name, "zero_shot", _real_test_auroc(workdir, synthetic_ckpt, real), 0.0))
+                every_bad = _every_bad_split(workdir, name, real)
+                rows.append((name, "zero_shot_all_bad", _real_test_auroc(workdir, synthetic_ckpt, every_bad), 0.0))
             runs = {"real_only": [], "finetune": [f"model.weights_path={synthetic_ckpt}"] if need_synthetic else None,
                     "synthetic_fraction": [f"data.synthetic_fraction={args.synthetic_fraction}",
                                            f"data.synthetic_appearance={DRAWN_APPEARANCE[name]}"]}
             if "good_only" in args.only:
-                root, unseen = _good_only_set(workdir, name, real, args.good_only_fraction)
-                _, seconds, ckpt = _train(workdir, f"{name}-good_only", ["data=folder", f"data.root='{root}'", *overrides],
-                                          args.epochs)
+                root = _good_only_set(workdir, name, real, args.good_only_fraction)
+                _, seconds, ckpt = _train(workdir, f"{name}-good_only",
+                                          ["data=folder", f"data.root='{root}'", *overrides], args.epochs)
                 rows.append((name, "good_only", _real_test_auroc(workdir, ckpt, real), seconds))
-                every_bad = [*real, f"data.split.file='{unseen}'"]
+                every_bad = _every_bad_split(workdir, name, real)
                 rows.append((name, "good_only_all_bad", _real_test_auroc(workdir, ckpt, every_bad), seconds))
             for regime, extra in runs.items():
                 if regime in args.only and extra is not None:

@@ -12,7 +12,7 @@ import pytest
 import yaml
 from omegaconf import OmegaConf
 
-from scratchlab.config import CONFIG_DIR
+from scratchlab.config import CONFIG_DIR, compose
 from scratchlab.data.sources.synthetic import SyntheticSource
 from scratchlab.data.synth import (
     MetalParams,
@@ -259,6 +259,42 @@ def test_metal_gouges_run_bright_along_the_rolling_axis() -> None:
         (_, _), (a, b), angle = cv2.minAreaRect(cv2.findNonZero(stripe))
         assert max(a, b) >= 0.6 * min(diff.shape) and min(a, b) >= 8, (seed, a, b)
         assert min(angle % 90, 90 - angle % 90) < 8, (seed, angle)  # along an image axis
+
+
+def test_metal_highlights_are_bright_streaks_along_the_rolling_axis_and_never_damage() -> None:
+    """``highlights`` (a hard negative of ground surfaces) only brighten the photo, in stripes along an image axis;
+    a bad image's mask is (up to a few edge pixels) the same with and without them."""
+    base = MetalParams(jpeg_prob=0.0, highlight_width=(3.0, 3.0), highlight_strength=(60.0, 60.0))
+    for seed in range(4):
+        highlighted = render_metal(seed, seed % 2 == 1, dataclasses.replace(base, highlights=(3, 3)))
+        plain = render_metal(seed, seed % 2 == 1, dataclasses.replace(base, highlights=(0, 0)))
+        diff = highlighted.image[:, :, 0].astype(int) - plain.image[:, :, 0].astype(int)
+        assert diff.min() >= -2 and (diff > 10).mean() > 0.005, seed  # brighter, somewhere
+        n, labels, stats, _ = cv2.connectedComponentsWithStats((diff > 10).astype(np.uint8))
+        streak = (labels == 1 + int(stats[1:, cv2.CC_STAT_AREA].argmax())).astype(np.uint8)
+        (_, _), (a, b), angle = cv2.minAreaRect(cv2.findNonZero(streak))
+        assert max(a, b) >= 5 * min(a, b), (seed, a, b)  # a streak, not a spot
+        assert min(angle % 90, 90 - angle % 90) < 8, (seed, angle)  # along an image axis
+        union = np.logical_or(highlighted.mask, plain.mask).sum()  # the camera's gamma moves a few faint edge pixels
+        assert np.logical_and(highlighted.mask, plain.mask).sum() >= 0.9 * union, seed
+
+
+def test_tile_generator_draws_dark_cracks_on_ground_tiles_at_their_sizes() -> None:
+    """``data=tile_crack``: photos at the magnetic-tile sizes whose damage only darkens (cracks, no bright
+    lines or gouges), with highlights and the tile's edge as hard negatives."""
+    source = compose("train", ["data=tile_crack"]).data.source
+    assert source.kind == "metal" and source.bad_fraction == 0.5
+    p = params_from_dict(MetalParams, OmegaConf.to_container(source.params, resolve=True))
+    assert p.highlights[1] > 0 and p.edge_prob > 0 and p.crack_prob == 1.0 and p.band_prob == 0.0
+    for seed in range(6):
+        bad = render_metal(seed, True, dataclasses.replace(p, jpeg_prob=0.0))
+        clean = render_metal(seed, False, dataclasses.replace(p, jpeg_prob=0.0)).image[:, :, 0].astype(int)
+        h, w = bad.mask.shape
+        assert p.height_quantiles[0] <= h <= p.height_quantiles[-1]
+        assert p.width_quantiles[0] <= w <= p.width_quantiles[-1]
+        change = bad.image[:, :, 0].astype(int) - clean
+        assert bad.mask.any() and change[bad.mask > 0].mean() < -3 and change[bad.mask > 0].min() < -30, seed
+        assert (change > 30).sum() < 0.2 * (change < -30).sum(), seed  # at most a faint rim brightens
 
 
 def _turning(points: np.ndarray) -> float:

@@ -3,8 +3,8 @@ cracks, often with a wide bright gouge along the rolling axis).
 
 As for printed codes, the surface is drawn once from its own random sub-streams and the clean and
 the scratched photo are composed from it, so the mask is exactly the set of pixels that changed. Hard
-negatives (pits, inclusions, mill scale, the part's edge), the camera's response (gamma) and JPEG storage vary
-the domain.
+negatives (pits, inclusions, mill scale, specular highlights, the part's edge), the camera's response (gamma) and
+JPEG storage vary the domain.
 """
 from __future__ import annotations
 
@@ -79,6 +79,23 @@ def _pits_and_inclusions(rng: np.random.Generator, shape: tuple[int, int], p: Me
     return -cv2.GaussianBlur(canvas, (0, 0), 0.7)
 
 
+def _highlights(rng: np.random.Generator, shape: tuple[int, int], p: MetalParams) -> np.ndarray:
+    """Bright gray-level offsets of specular highlights: soft lines along the rolling axis (x), a third to all of the
+    image long, where a ground surface's ridges catch the light. Not damage: a hard negative for bright gouges."""
+    h, w = shape
+    canvas = np.zeros(shape, np.float32)
+    if p.highlights[1] == 0:  # no draw at all: the other hard negatives stay as they were without highlights
+        return canvas
+    for _ in range(int(rng.integers(p.highlights[0], p.highlights[1] + 1))):
+        length = rng.uniform(0.3, 1.2) * w
+        x0 = rng.uniform(-0.2 * w, w - 0.5 * length)
+        y = rng.uniform(0, h)
+        width = rng.uniform(*p.highlight_width)
+        cv2.line(canvas, (int(x0), int(y)), (int(x0 + length), int(y + rng.normal(0, 1.5))),
+                 float(rng.uniform(*p.highlight_strength)), max(1, int(round(width))), cv2.LINE_AA)
+    return cv2.GaussianBlur(canvas, (0, 0), sigmaX=8.0, sigmaY=0.6)
+
+
 def _orient(a: np.ndarray, vertical: bool, angle: float) -> np.ndarray:
     """Turn an along-x field so that rolling runs vertically and/or a few degrees off axis."""
     h, w = a.shape
@@ -118,7 +135,7 @@ def render_metal(seed: int, bad: bool, params: MetalParams | None = None) -> Syn
     work = (w, h) if vertical else (h, w)  # fields are drawn with rolling along x, then oriented
     relief = _orient(_relief(tex_rng, work, p), vertical, tilt)
     surface = tex_rng.uniform(*p.base) + relief + _orient(_mill_scale(scale_rng, work, p), vertical, tilt)
-    surface = surface + _orient(_pits_and_inclusions(neg_rng, work, p), vertical, tilt)
+    surface = surface + _orient(_pits_and_inclusions(neg_rng, work, p) + _highlights(neg_rng, work, p), vertical, tilt)
     x = np.arange(w, dtype=np.float32) / max(w - 1, 1)
     y = np.arange(h, dtype=np.float32)[:, None] / max(h - 1, 1)
     phi = light_rng.uniform(0, 2 * math.pi)

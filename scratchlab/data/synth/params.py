@@ -139,6 +139,9 @@ class MetalParams:
     inclusions: tuple[int, int] = (0, 2)  # short dark inclusions elongated along the rolling axis
     edge_prob: float = 0.0  # chance the part's edge is in view near one side (background beyond it, a bright rim)
     edge_depth: tuple[float, float] = (0.02, 0.15)  # how far in from that side it runs, fraction of the image
+    highlights: tuple[int, int] = (0, 0)  # bright specular streaks along the rolling axis per image (ground surfaces)
+    highlight_width: tuple[float, float] = (1.0, 8.0)  # their width, px
+    highlight_strength: tuple[float, float] = (15.0, 70.0)  # their peak brightness, gray levels
     jpeg_prob: float = 0.5  # chance the photo was stored as JPEG (after the mask is taken)
     jpeg_quality: tuple[int, int] = (60, 95)
     scratch: ScratchParams = field(default_factory=lambda: _metal_strokes())  # a lambda: defined below
