@@ -136,11 +136,16 @@ def override_key(override: str) -> str:
 
 def setting_overrides(overrides: list[str], leave_out: Collection[str] = ()) -> list[str]:
     """The overrides that re-create a run's settings: Hydra's own (output folder, sweeper, launcher), the search
-    and the way the run was started (``resume=``, ``ckpt_path=``) left out, as are the keys in ``leave_out``; of a
-    key given twice only the last, the one that counts."""
-    last = {override_key(o): o for o in overrides
-            if not o.lstrip("+~").startswith(("hydra.", "hydra/", "hparams_search=", "resume=", "ckpt_path="))
-            and override_key(o) not in leave_out}
+    and the way the run was started (``resume=``, ``ckpt_path=``) left out, as are the keys in ``leave_out``. Of an
+    override given twice (same key, same ``+``/``~`` prefix) only the last is kept, where it stood: the one that
+    counts."""
+    last: dict[str, str] = {}
+    for o in overrides:
+        if o.lstrip("+~").startswith(("hydra.", "hydra/", "hparams_search=", "resume=", "ckpt_path=")) \
+                or override_key(o) in leave_out:
+            continue
+        last.pop(o.split("=", 1)[0], None)
+        last[o.split("=", 1)[0]] = o
     return list(last.values())
 
 

@@ -17,6 +17,7 @@ from omegaconf import OmegaConf
 
 from hydra_plugins.scratchlab_optuna_sweeper.search_space import distribution, grid_values
 from scratchlab.config import CONFIG_DIR, compose
+from scratchlab.resume import resume_command, setting_overrides
 from scratchlab.sweeps import mixed_settings, replaced_by_search, rerun_overrides, run_overrides
 from tests.conftest import run_cli, tiny_overrides, write_tiny_folder_dataset
 
@@ -87,6 +88,18 @@ def _trial_run(sweep_dir: str, trial: int, overrides: list[str], output_dir: str
     tags = {"hydra.sweep_dir": sweep_dir, "optuna.trial": str(trial), "hydra.overrides": " ".join(overrides),
             "hydra.output_dir": output_dir}
     return SimpleNamespace(data=SimpleNamespace(tags=tags))
+
+
+def test_resume_and_rerun_commands_repeat_what_counts_and_nothing_else() -> None:
+    """Of an override given twice the last counts, in its place (a later ``a.b=3`` wins over ``a={b:2}``); an
+    override with another prefix is another override (``+k=1`` then ``k=2`` is valid only as both)."""
+    given = ["a.b=1", "+trainer.foo=1", "hydra.run.dir=out", "hydra/launcher=basic", "resume=abc", "ckpt_path=x.ckpt",
+             "a={b:2}", "trainer.foo=2", "a.b=3", "+hparams_search=lr_wd", "~x", "optimizer.lr=0.1"]
+    kept = ["+trainer.foo=1", "a={b:2}", "trainer.foo=2", "a.b=3", "~x"]
+    assert setting_overrides(given) == [*kept, "optimizer.lr=0.1"]
+    assert setting_overrides(given, leave_out={"optimizer.lr", "x"}) == kept[:-1]
+    assert resume_command(given, "RUN") == ("python -m scratchlab.train +trainer.foo=1 'a={b:2}' trainer.foo=2 a.b=3 "
+                                            "'~x' optimizer.lr=0.1 resume=RUN")
 
 
 def test_rerun_command_and_warnings_use_each_trials_own_overrides(tmp_path: Path) -> None:

@@ -81,7 +81,8 @@ def _pits_and_inclusions(rng: np.random.Generator, shape: tuple[int, int], p: Me
 
 def _highlights(rng: np.random.Generator, shape: tuple[int, int], p: MetalParams) -> np.ndarray:
     """Bright gray-level offsets of specular highlights: soft lines along the rolling axis (x), a third to all of the
-    image long, where a ground surface's ridges catch the light. Not damage: a hard negative for bright gouges."""
+    image long, where a ground surface's ridges catch the light. Not damage: a hard negative against taking any
+    bright streak for a scratch."""
     h, w = shape
     canvas = np.zeros(shape, np.float32)
     if p.highlights[1] == 0:  # no draw at all: the other hard negatives stay as they were without highlights
