@@ -84,20 +84,19 @@ def _real_splits(workdir: Path, real: list[str]) -> dict[str, list]:
     return datamodule.splits
 
 
-def _every_bad_split(workdir: Path, name: str, real: list[str]) -> list[str]:
-    """``real`` with a split file whose test split holds every real bad image and the test split's good images:
-    the test of a model that saw no real bad image."""
+def _every_bad_split(workdir: Path, name: str, real: list[str], splits: dict[str, list]) -> list[str]:
+    """``real`` with a split file whose test split holds every real bad image and the test split's good images
+    (``splits``: the real set's): the test of a model that saw no real bad image."""
     unseen = workdir / f"{name}-unseen-split.csv"
     rows = [(str(Path(s.image).resolve()), "test" if s.label else split)
-            for split, samples in _real_splits(workdir, real).items() for s in samples]
+            for split, samples in splits.items() for s in samples]
     pd.DataFrame(rows, columns=["path", "split"]).to_csv(unseen, index=False)
     return [*real, f"data.split.file='{unseen}'"]
 
 
-def _good_only_set(workdir: Path, name: str, real: list[str], bad_fraction: float) -> Path:
-    """A good/bad/masks folder of the real set's train- and val-split good images and synthetic bad copies of
-    them (the real test split's images are left out)."""
-    splits = _real_splits(workdir, real)
+def _good_only_set(workdir: Path, name: str, splits: dict[str, list], bad_fraction: float) -> Path:
+    """A good/bad/masks folder of the real set's (``splits``) train- and val-split good images and synthetic bad
+    copies of them (the real test split's images are left out)."""
     goods = workdir / f"{name}-good"
     shutil.rmtree(goods, ignore_errors=True)  # a kept --workdir: start over
     goods.mkdir()
@@ -138,19 +137,20 @@ def main() -> None:
             _, seconds, synthetic_ckpt = _train(workdir, "synthetic", [*synthetic, *overrides], args.epochs)
             print(f"{args.synthetic}: {args.synthetic_count} images, {args.epochs} epochs, {seconds:.0f} s", flush=True)
         for name, real in sets.items():
+            splits = _real_splits(workdir, real) if {"zero_shot", "good_only"} & set(args.only) else {}
             if "zero_shot" in args.only:
                 rows.append((name, "zero_shot", _real_test_auroc(workdir, synthetic_ckpt, real), 0.0))
-                every_bad = _every_bad_split(workdir, name, real)
+                every_bad = _every_bad_split(workdir, name, real, splits)
                 rows.append((name, "zero_shot_all_bad", _real_test_auroc(workdir, synthetic_ckpt, every_bad), 0.0))
             runs = {"real_only": [], "finetune": [f"model.weights_path={synthetic_ckpt}"] if need_synthetic else None,
                     "synthetic_fraction": [f"data.synthetic_fraction={args.synthetic_fraction}",
                                            f"data.synthetic_appearance={DRAWN_APPEARANCE[name]}"]}
             if "good_only" in args.only:
-                root = _good_only_set(workdir, name, real, args.good_only_fraction)
+                root = _good_only_set(workdir, name, splits, args.good_only_fraction)
                 _, seconds, ckpt = _train(workdir, f"{name}-good_only",
                                           ["data=folder", f"data.root='{root}'", *overrides], args.epochs)
                 rows.append((name, "good_only", _real_test_auroc(workdir, ckpt, real), seconds))
-                every_bad = _every_bad_split(workdir, name, real)
+                every_bad = _every_bad_split(workdir, name, real, splits)
                 rows.append((name, "good_only_all_bad", _real_test_auroc(workdir, ckpt, every_bad), seconds))
             for regime, extra in runs.items():
                 if regime in args.only and extra is not None:

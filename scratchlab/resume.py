@@ -144,8 +144,9 @@ def setting_overrides(overrides: list[str], leave_out: Collection[str] = ()) -> 
         if o.lstrip("+~").startswith(("hydra.", "hydra/", "hparams_search=", "resume=", "ckpt_path=")) \
                 or override_key(o) in leave_out:
             continue
-        last.pop(o.split("=", 1)[0], None)
-        last[o.split("=", 1)[0]] = o
+        prefixed_key = o.split("=", 1)[0]
+        last.pop(prefixed_key, None)
+        last[prefixed_key] = o
     return list(last.values())
 
 

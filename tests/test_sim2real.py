@@ -44,8 +44,9 @@ def test_good_only_sees_no_real_bad_image_and_no_test_image(tmp_path: Path) -> N
     work = tmp_path / "work"
     work.mkdir()
     real = [*module.REAL_SETS["magnetic_tile"], f"data.root={data}"]
-    expanded = module._good_only_set(work, "magnetic_tile", real, 0.5)
-    every_bad = module._every_bad_split(work, "magnetic_tile", real)
+    splits = module._real_splits(work, real)
+    expanded = module._good_only_set(work, "magnetic_tile", splits, 0.5)
+    every_bad = module._every_bad_split(work, "magnetic_tile", real, splits)
     assert every_bad[:-1] == real
     unseen = Path(every_bad[-1].removeprefix("data.split.file=").strip("'"))
 
@@ -68,4 +69,4 @@ def test_good_only_sees_no_real_bad_image_and_no_test_image(tmp_path: Path) -> N
     scored = test_split(every_bad[-1])  # what the regime's second evaluation reads
     assert {Path(s.image).resolve() for s in scored} == by_split["test"]
     assert {Path(s.image).resolve() for s in test_split() if s.label == 0} == test_free  # the real test split's goods
-    module._good_only_set(work, "magnetic_tile", real, 0.5)  # a kept --workdir runs again
+    module._good_only_set(work, "magnetic_tile", splits, 0.5)  # a kept --workdir runs again
