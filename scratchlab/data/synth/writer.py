@@ -21,7 +21,7 @@ from scratchlab.data.synth.text import render_text
 from scratchlab.data.types import BINARY_CLASSES, Box, Sample, SampleIndex
 from scratchlab.errors import ConfigError, DataError
 
-GENERATOR_VERSION = 2
+GENERATOR_VERSION = 3
 """Bumped whenever the same arguments would render different images (invalidates caches)."""
 
 KINDS: dict[str, tuple[Callable[..., SynthResult], type]] = {
@@ -37,9 +37,25 @@ def resolve_params(kind: str, params: dict[str, Any] | None) -> TextParams | Met
     return params_from_dict(KINDS[kind][1], params)
 
 
-def image_seed(seed: int, index: int) -> int:
-    """Seed of image ``index`` of a data set generated with ``seed``."""
-    return int(np.random.SeedSequence([seed, index]).generate_state(1)[0])
+_BAD_TRIES = 8
+"""Draws of a bad image before its damage is called invisible."""
+
+
+def image_seed(seed: int, index: int, attempt: int = 0) -> int:
+    """Seed of image ``index`` of a data set generated with ``seed`` (``attempt``: a bad image drawn again)."""
+    return int(np.random.SeedSequence([seed, index] + ([attempt] if attempt else [])).generate_state(1)[0])
+
+
+def render_image(kind: str, seed: int, index: int, bad: bool, params: TextParams | MetalParams) -> SynthResult:
+    """Image ``index`` of a data set. A bad image whose damage changed no pixel (too faint to show, or hidden
+    beyond a part's edge) is drawn again from the next seed: a bad image always has a non-empty mask."""
+    render = KINDS[kind][0]
+    for attempt in range(_BAD_TRIES if bad else 1):
+        result = render(image_seed(seed, index, attempt), bad, params)
+        if not bad or result.mask.any():
+            return result
+    raise ConfigError(f"{kind} generator: {_BAD_TRIES} draws of bad image {index} changed no pixel; "
+                      "the damage is too faint to see: raise data.source.params.contrast")
 
 
 def bad_indices(count: int, bad_fraction: float, seed: int) -> set[int]:
@@ -87,7 +103,6 @@ def write_synthetic_dataset(
     p = resolve_params(kind, params)
     if count < 0 or not 0.0 <= bad_fraction <= 1.0:
         raise ConfigError(f"need count >= 0 and 0 <= bad_fraction <= 1, got count={count}, bad_fraction={bad_fraction}")
-    render = KINDS[kind][0]
     bad = bad_indices(count, bad_fraction, seed)
     root.parent.mkdir(parents=True, exist_ok=True)
     tmp = root.parent / f".{root.name}.tmp-{uuid.uuid4().hex[:8]}"
@@ -98,7 +113,7 @@ def write_synthetic_dataset(
             quiet = not progress or not sys.stderr.isatty()  # no progress frames in logs
             for i in tqdm(range(count), desc=f"{kind} images", disable=quiet, leave=False, mininterval=2.0):
                 is_bad = i in bad
-                result = render(image_seed(seed, i), is_bad, p)
+                result = render_image(kind, seed, i, is_bad, p)
                 name = f"{i:05d}.png"
                 _write_png(tmp / ("bad" if is_bad else "good") / name, result.image)
                 if is_bad:
