@@ -31,8 +31,9 @@ class EpochCheckpoint(ModelCheckpoint):
     """Lightning's ``ModelCheckpoint`` whose ``last.ckpt`` holds the last finished epoch.
 
     Lightning writes ``last.ckpt`` only when it also writes a top-k checkpoint, so after epochs that did not
-    improve the monitored metric it still held an older epoch, and an interrupted run lost the epochs since.
-    Here every epoch that did not save a top-k checkpoint writes ``last.ckpt`` on its own.
+    improve the monitored metric, or ran no validation (``trainer.check_val_every_n_epoch``), it still held an
+    older epoch, and an interrupted run lost the epochs since. Here every epoch's end (after its validation, if
+    any) writes ``last.ckpt``, unless it was written at that step already.
     """
 
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -42,10 +43,8 @@ class EpochCheckpoint(ModelCheckpoint):
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         super().on_train_epoch_end(trainer, pl_module)
-        if self._should_save_on_train_epoch_end(trainer):
-            self._save_last_of_epoch(trainer)
+        self._save_last_of_epoch(trainer)  # Lightning calls it after the epoch's validation
 
     def _save_last_of_epoch(self, trainer: pl.Trainer) -> None:
-        if self.save_last and not self._should_skip_saving_checkpoint(trainer) \
-                and self._last_global_step_saved != trainer.global_step:
+        if self.save_last and not self._should_skip_saving_checkpoint(trainer):  # skips a step already saved
             self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))

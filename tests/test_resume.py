@@ -102,7 +102,8 @@ def test_resume_with_other_settings_is_refused_and_the_run_stays_killed(tmp_path
 def test_resume_continues_the_run_and_matches_an_uninterrupted_one(tmp_path: Path, tiny_dataset: Path,
                                                                    loading: list[str], every: int) -> None:
     """Also with loader workers, which draw the resumed epoch's first batches before Lightning sets its epoch,
-    and with validation every other epoch, where Lightning repeats the end of an epoch with no batches."""
+    and with validation every other epoch, interrupted after the first epoch, which ran none: Lightning repeats the
+    end of an epoch with no batches."""
     interrupted = _interrupt_after_first_epoch(tmp_path, tiny_dataset, signal.SIGTERM, *loading)
     run_id = _assert_killed_with_last_checkpoint(interrupted, tmp_path, 143).info.run_id
     resumed = run_cli("scratchlab.train", [*_overrides(tmp_path, tiny_dataset, "resumed"), *loading, f"resume={run_id}"],
@@ -150,17 +151,21 @@ def test_concurrent_runs_share_only_the_mlflow_store(tmp_path: Path, tiny_datase
         assert run.data.tags["hydra.output_dir"] in {str(f) for f in folders}
 
 
-def test_last_checkpoint_holds_the_last_epoch_even_when_it_did_not_improve(tmp_path: Path,
-                                                                           tiny_dataset: Path) -> None:
-    """last.ckpt is what an interrupted run continues from: the last finished epoch, not the last best one."""
+@pytest.mark.parametrize("extra", [["callbacks.model_checkpoint.mode=max"], ["+trainer.check_val_every_n_epoch=2"]],
+                         ids=["epochs that did not improve", "an epoch without validation"])
+def test_last_checkpoint_holds_the_last_epoch_even_when_it_did_not_improve(tmp_path: Path, tiny_dataset: Path,
+                                                                           extra: list[str]) -> None:
+    """last.ckpt is what an interrupted run continues from: the last finished epoch, not the last best one,
+    nor the last validated one."""
     import torch
 
     from scratchlab.config import compose
     from scratchlab.training import run_training
 
-    # mode=max on the validation loss: the first epoch is the best, every later one is not
+    # mode=max on the validation loss: the first epoch is the best, every later one is not;
+    # validation every 2 epochs: the third epoch (index 2) runs none
     run_training(compose("train", [*tiny_overrides(tmp_path, tiny_dataset), "trainer.max_epochs=3",
-                                   "callbacks=no_early_stopping", "callbacks.model_checkpoint.mode=max"]))
+                                   "callbacks=no_early_stopping", *extra]))
     folder = tmp_path / "logs" / "run" / "checkpoints"
     epochs = {name: torch.load(folder / name, map_location="cpu", weights_only=True)["epoch"]
               for name in ("best.ckpt", "last.ckpt")}
