@@ -294,6 +294,33 @@ def test_metal_highlights_are_bright_streaks_along_the_rolling_axis_and_never_da
         assert np.logical_and(highlighted.mask, plain.mask).sum() >= 0.9 * union, seed
 
 
+def test_metal_fibres_are_short_dark_curves_and_never_damage() -> None:
+    """``fibres`` (a hard negative of ground tiles) only darken the photo, in short curved marks; a bad image's
+    mask is (up to a few edge pixels) the same with and without them. The metal preset draws none."""
+    assert compose("train", ["data=metal_scratch"]).data.source.params.fibres == [0, 0]
+    base = MetalParams(jpeg_prob=0.0, fibre_contrast=(60.0, 60.0), fibre_length=(20.0, 30.0))
+    for seed in range(4):
+        marked = render_metal(seed, seed % 2 == 1, dataclasses.replace(base, fibres=(4, 4)))
+        plain = render_metal(seed, seed % 2 == 1, dataclasses.replace(base, fibres=(0, 0)))
+        diff = marked.image[:, :, 0].astype(int) - plain.image[:, :, 0].astype(int)
+        assert diff.max() <= 2 and (diff < -10).sum() > 20, seed  # darker, somewhere
+        n, labels, stats, _ = cv2.connectedComponentsWithStats((diff < -10).astype(np.uint8))
+        for i in range(1, n):
+            if stats[i, cv2.CC_STAT_AREA] >= 10:
+                assert max(stats[i, cv2.CC_STAT_WIDTH], stats[i, cv2.CC_STAT_HEIGHT]) <= 32, seed  # short marks
+        union = np.logical_or(marked.mask, plain.mask).sum()
+        assert np.logical_and(marked.mask, plain.mask).sum() >= 0.9 * union, seed
+    bent = []
+    for seed in range(20):  # a curve, not a line: its two ends are closer than its length
+        one = render_metal(seed, False, dataclasses.replace(base, fibres=(1, 1), fibre_length=(30.0, 30.0)))
+        clean = render_metal(seed, False, dataclasses.replace(base, fibres=(0, 0)))
+        dark = (one.image[:, :, 0].astype(int) - clean.image[:, :, 0].astype(int) < -10).astype(np.uint8)
+        if dark.sum() >= 15:
+            (_, _), (a, b), _ = cv2.minAreaRect(cv2.findNonZero(dark))
+            bent.append(min(a, b) / max(a, b))
+    assert len(bent) >= 10 and np.median(bent) > 0.2, bent  # straight 30-px marks give about 0.12
+
+
 def test_tile_generator_draws_dark_cracks_on_ground_tiles_at_their_sizes() -> None:
     """``data=tile_crack``: photos at the magnetic-tile sizes whose damage only darkens (cracks, no bright
     lines or gouges), with highlights and the tile's edge as hard negatives."""

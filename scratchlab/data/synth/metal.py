@@ -3,8 +3,8 @@ cracks, often with a wide bright gouge along the rolling axis).
 
 As for printed codes, the surface is drawn once from its own random sub-streams and the clean and
 the scratched photo are composed from it, so the mask is exactly the set of pixels that changed. Hard
-negatives (pits, inclusions, mill scale, specular highlights, the part's edge), the camera's response (gamma) and
-JPEG storage vary the domain.
+negatives (pits, inclusions, mill scale, specular highlights, fibres, the part's edge), the camera's response
+(gamma) and JPEG storage vary the domain.
 """
 from __future__ import annotations
 
@@ -97,6 +97,26 @@ def _highlights(rng: np.random.Generator, shape: tuple[int, int], p: MetalParams
     return cv2.GaussianBlur(canvas, (0, 0), sigmaX=8.0, sigmaY=0.6)
 
 
+def _fibres(rng: np.random.Generator, shape: tuple[int, int], p: MetalParams) -> np.ndarray:
+    """Dark gray-level offsets of fibres and scuff marks lying on the surface: short thin curves that bend
+    sharply towards one end (hooks and curls). Not damage: a hard negative against taking any short dark curve
+    for a crack."""
+    h, w = shape
+    canvas = np.zeros(shape, np.float32)
+    if p.fibres[1] == 0:  # no draw at all: the other hard negatives stay as they were without fibres
+        return canvas
+    for _ in range(int(rng.integers(p.fibres[0], p.fibres[1] + 1))):
+        length = rng.uniform(*p.fibre_length)
+        turn = rng.uniform(0.8, 3.5) * (1 if rng.uniform() < 0.5 else -1)  # radians turned over the length
+        s = np.linspace(0.0, 1.0, 24)
+        heading = rng.uniform(0, 2 * math.pi) + turn * s ** rng.uniform(1.0, 2.5)
+        steps = length / (len(s) - 1) * np.stack([np.cos(heading), np.sin(heading)], axis=1)
+        points = np.array([rng.uniform(0, w), rng.uniform(0, h)]) + np.cumsum(steps, axis=0)
+        cv2.polylines(canvas, [np.round(points * 4).astype(np.int32)], False, float(rng.uniform(*p.fibre_contrast)),
+                      int(rng.integers(1, 3)), cv2.LINE_AA, shift=2)
+    return -cv2.GaussianBlur(canvas, (0, 0), 0.7)
+
+
 def _orient(a: np.ndarray, vertical: bool, angle: float) -> np.ndarray:
     """Turn an along-x field so that rolling runs vertically and/or a few degrees off axis."""
     h, w = a.shape
@@ -147,6 +167,7 @@ def render_metal(seed: int, bad: bool, params: MetalParams | None = None) -> Syn
     noise = noise_rng.standard_normal((h, w), np.float32) * np.float32(noise_rng.uniform(*p.noise))
     gamma = optics_rng.uniform(*p.gamma)
     edge = _part_edge(neg_rng, (h, w), p.edge_depth) if neg_rng.uniform() < p.edge_prob else None
+    surface = surface + _fibres(neg_rng, (h, w), p)
 
     def photo(g: np.ndarray) -> np.ndarray:
         if edge is not None:  # the edge hides what lies beyond it, scratches included: they are never masked there

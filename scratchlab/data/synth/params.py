@@ -142,6 +142,9 @@ class MetalParams:
     highlights: tuple[int, int] = (0, 0)  # bright specular streaks along the rolling axis per image (ground surfaces)
     highlight_width: tuple[float, float] = (1.0, 8.0)  # their width, px
     highlight_strength: tuple[float, float] = (15.0, 70.0)  # their peak brightness, gray levels
+    fibres: tuple[int, int] = (0, 0)  # dark fibres / scuff curls lying on the surface per image (hooks)
+    fibre_length: tuple[float, float] = (8.0, 40.0)  # their length, px
+    fibre_contrast: tuple[float, float] = (20.0, 80.0)  # their darkness, gray levels
     jpeg_prob: float = 0.5  # chance the photo was stored as JPEG (after the mask is taken)
     jpeg_quality: tuple[int, int] = (60, 95)
     scratch: ScratchParams = field(default_factory=lambda: _metal_strokes())  # a lambda: defined below
