@@ -36,6 +36,11 @@ class EpochCheckpoint(ModelCheckpoint):
     any) writes ``last.ckpt``, unless it was written at that step already.
     """
 
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        super().on_train_start(trainer, pl_module)
+        if trainer.ckpt_path:  # resumed: the restored step's checkpoint exists; Lightning may replay its epoch end
+            self._last_global_step_saved = trainer.global_step
+
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         super().on_validation_end(trainer, pl_module)
         if not self._should_save_on_train_epoch_end(trainer):
@@ -46,5 +51,6 @@ class EpochCheckpoint(ModelCheckpoint):
         self._save_last_of_epoch(trainer)  # Lightning calls it after the epoch's validation
 
     def _save_last_of_epoch(self, trainer: pl.Trainer) -> None:
-        if self.save_last and not self._should_skip_saving_checkpoint(trainer):  # skips a step already saved
+        if self.save_last and not self._should_skip_saving_checkpoint(trainer) \
+                and self._last_global_step_saved != trainer.global_step:
             self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))

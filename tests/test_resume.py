@@ -102,8 +102,8 @@ def test_resume_with_other_settings_is_refused_and_the_run_stays_killed(tmp_path
 def test_resume_continues_the_run_and_matches_an_uninterrupted_one(tmp_path: Path, tiny_dataset: Path,
                                                                    loading: list[str], every: int) -> None:
     """Also with loader workers, which draw the resumed epoch's first batches before Lightning sets its epoch,
-    and with validation every other epoch, interrupted after the first epoch, which ran none: Lightning repeats the
-    end of an epoch with no batches."""
+    and with validation every other epoch, interrupted after the first epoch, which ran none (its last.ckpt is
+    written at the epoch's end, not at a validation's)."""
     interrupted = _interrupt_after_first_epoch(tmp_path, tiny_dataset, signal.SIGTERM, *loading)
     run_id = _assert_killed_with_last_checkpoint(interrupted, tmp_path, 143).info.run_id
     resumed = run_cli("scratchlab.train", [*_overrides(tmp_path, tiny_dataset, "resumed"), *loading, f"resume={run_id}"],
@@ -153,8 +153,7 @@ def test_concurrent_runs_share_only_the_mlflow_store(tmp_path: Path, tiny_datase
 
 @pytest.mark.parametrize("extra", [["callbacks.model_checkpoint.mode=max"], ["+trainer.check_val_every_n_epoch=2"]],
                          ids=["epochs that did not improve", "an epoch without validation"])
-def test_last_checkpoint_holds_the_last_epoch_even_when_it_did_not_improve(tmp_path: Path, tiny_dataset: Path,
-                                                                           extra: list[str]) -> None:
+def test_last_checkpoint_holds_the_last_finished_epoch(tmp_path: Path, tiny_dataset: Path, extra: list[str]) -> None:
     """last.ckpt is what an interrupted run continues from: the last finished epoch, not the last best one,
     nor the last validated one."""
     import torch
@@ -170,3 +169,28 @@ def test_last_checkpoint_holds_the_last_epoch_even_when_it_did_not_improve(tmp_p
     epochs = {name: torch.load(folder / name, map_location="cpu", weights_only=True)["epoch"]
               for name in ("best.ckpt", "last.ckpt")}
     assert epochs["best.ckpt"] < 2 and epochs["last.ckpt"] == 2, epochs
+
+
+def test_a_resumed_run_does_not_rewrite_the_checkpoint_it_resumed_from(tmp_path: Path, tiny_dataset: Path,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """With validation every 2 epochs, last.ckpt is written at a validation's end and Lightning replays that epoch's
+    end on resume: last.ckpt must not be written again then (it would hold the resumed process's random state)."""
+    from scratchlab.callbacks import EpochCheckpoint
+    from scratchlab.config import compose
+    from scratchlab.training import run_training
+
+    steps: list[int] = []
+    save = EpochCheckpoint._save_last_checkpoint
+
+    def spy(self: EpochCheckpoint, trainer, candidates) -> None:
+        steps.append(trainer.global_step)
+        save(self, trainer, candidates)
+
+    monkeypatch.setattr(EpochCheckpoint, "_save_last_checkpoint", spy)
+    overrides = [*tiny_overrides(tmp_path, tiny_dataset), "callbacks=no_early_stopping",
+                 "+trainer.check_val_every_n_epoch=2"]
+    run_training(compose("train", [*overrides, "trainer.max_epochs=2"]))
+    first, steps[:] = list(steps), []
+    last = tmp_path / "logs" / "run" / "checkpoints" / "last.ckpt"
+    run_training(compose("train", [*overrides, "trainer.max_epochs=3", f"ckpt_path={last}"]))
+    assert len(first) == 2 and steps == [2 * first[1] - first[0]], (first, steps)  # the new epoch's end only

@@ -157,7 +157,7 @@ def test_writer_is_deterministic_and_complete(tmp_path: Path, kind: str) -> None
 
 
 def test_a_bad_image_always_shows_its_damage(tmp_path: Path) -> None:
-    """Faint damage can change no pixel (about one bad image in four at 2-10 gray levels): such an image is
+    """Faint damage can change no pixel (about one bad image in three at 2-10 gray levels): such an image is
     drawn again, never written as bad with an empty mask; damage that can never show is a clear error."""
     small = {"width_quantiles": [60] * 7, "height_quantiles": [60] * 7}
     index = write_synthetic_dataset(tmp_path / "faint", "metal", 24, 1.0, seed=3,
@@ -168,6 +168,8 @@ def test_a_bad_image_always_shows_its_damage(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="changed no pixel.*raise data.source.params.contrast"):
         write_synthetic_dataset(tmp_path / "invisible", "metal", 2, 1.0, seed=3,
                                 params={**small, "contrast": [0.5, 1.0]})
+    with pytest.raises(ConfigError, match="changed no pixel.*raise data.source.params.scratch.strength"):
+        write_synthetic_dataset(tmp_path / "invisible", "text", 1, 1.0, seed=3, params={"scratch": {"change_tol": 254}})
     assert not (tmp_path / "invisible").exists() and [p.name for p in tmp_path.iterdir()] == ["faint"]
 
 

@@ -98,13 +98,10 @@ def _highlights(rng: np.random.Generator, shape: tuple[int, int], p: MetalParams
 
 
 def _fibres(rng: np.random.Generator, shape: tuple[int, int], p: MetalParams) -> np.ndarray:
-    """Dark gray-level offsets of fibres and scuff marks lying on the surface: short thin curves that bend
-    sharply towards one end (hooks and curls). Not damage: a hard negative against taking any short dark curve
-    for a crack."""
+    """Dark gray-level offsets of fibres and scuff marks lying on the surface: thin curves that bend sharply
+    towards one end (hooks and curls). Not damage: a hard negative against taking any dark curve for a crack."""
     h, w = shape
     canvas = np.zeros(shape, np.float32)
-    if p.fibres[1] == 0:  # no draw at all: the other hard negatives stay as they were without fibres
-        return canvas
     for _ in range(int(rng.integers(p.fibres[0], p.fibres[1] + 1))):
         length = rng.uniform(*p.fibre_length)
         turn = rng.uniform(0.8, 3.5) * (1 if rng.uniform() < 0.5 else -1)  # radians turned over the length
@@ -113,7 +110,7 @@ def _fibres(rng: np.random.Generator, shape: tuple[int, int], p: MetalParams) ->
         steps = length / (len(s) - 1) * np.stack([np.cos(heading), np.sin(heading)], axis=1)
         points = np.array([rng.uniform(0, w), rng.uniform(0, h)]) + np.cumsum(steps, axis=0)
         cv2.polylines(canvas, [np.round(points * 4).astype(np.int32)], False, float(rng.uniform(*p.fibre_contrast)),
-                      int(rng.integers(1, 3)), cv2.LINE_AA, shift=2)
+                      int(rng.integers(1, 3)), cv2.LINE_8, shift=2)
     return -cv2.GaussianBlur(canvas, (0, 0), 0.7)
 
 

@@ -144,7 +144,7 @@ class MetalParams:
     highlight_strength: tuple[float, float] = (15.0, 70.0)  # their peak brightness, gray levels
     fibres: tuple[int, int] = (0, 0)  # dark fibres / scuff curls lying on the surface per image (hooks)
     fibre_length: tuple[float, float] = (8.0, 40.0)  # their length, px
-    fibre_contrast: tuple[float, float] = (20.0, 80.0)  # their darkness, gray levels
+    fibre_contrast: tuple[float, float] = (20.0, 80.0)  # their darkness, gray levels (2 px wide; 1 px: about half)
     jpeg_prob: float = 0.5  # chance the photo was stored as JPEG (after the mask is taken)
     jpeg_quality: tuple[int, int] = (60, 95)
     scratch: ScratchParams = field(default_factory=lambda: _metal_strokes())  # a lambda: defined below

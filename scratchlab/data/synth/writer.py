@@ -39,6 +39,8 @@ def resolve_params(kind: str, params: dict[str, Any] | None) -> TextParams | Met
 
 _BAD_TRIES = 8
 """Draws of a bad image before its damage is called invisible."""
+_STRONGER = {"text": "data.source.params.scratch.strength", "metal": "data.source.params.contrast"}
+"""The setting that makes each generator's damage show more."""
 
 
 def image_seed(seed: int, index: int, attempt: int = 0) -> int:
@@ -48,14 +50,15 @@ def image_seed(seed: int, index: int, attempt: int = 0) -> int:
 
 def render_image(kind: str, seed: int, index: int, bad: bool, params: TextParams | MetalParams) -> SynthResult:
     """Image ``index`` of a data set. A bad image whose damage changed no pixel (too faint to show, or hidden
-    beyond a part's edge) is drawn again from the next seed: a bad image always has a non-empty mask."""
+    beyond a part's edge) is drawn again, from a seed derived from (seed, index, attempt): a bad image always has
+    a non-empty mask."""
     render = KINDS[kind][0]
     for attempt in range(_BAD_TRIES if bad else 1):
         result = render(image_seed(seed, index, attempt), bad, params)
         if not bad or result.mask.any():
             return result
     raise ConfigError(f"{kind} generator: {_BAD_TRIES} draws of bad image {index} changed no pixel; "
-                      "the damage is too faint to see: raise data.source.params.contrast")
+                      f"the damage is too faint to see: raise {_STRONGER[kind]}")
 
 
 def bad_indices(count: int, bad_fraction: float, seed: int) -> set[int]:
