@@ -40,6 +40,7 @@ from pathlib import Path
 import pandas as pd
 
 from scratchlab.builders import build_datamodule
+from scratchlab.checkpoints import read_checkpoint
 from scratchlab.config import compose
 from scratchlab.data.synth.expand import expand_folder
 from scratchlab.evaluation.job import evaluate
@@ -68,6 +69,18 @@ def _train(workdir: Path, name: str, overrides: list[str], epochs: int) -> tuple
     start = time.perf_counter()
     metrics = run_training(cfg)
     return metrics, time.perf_counter() - start, run_dir / "checkpoints" / "best.ckpt"
+
+
+def _ensemble(workdir: Path, ckpts: list[Path], synthetic: list[str], overrides: list[str]) -> tuple[dict, Path]:
+    """The synthetic models as one (``model=ensemble``, nothing trained): its synthetic test metrics and checkpoint.
+    Of the shared overrides only the data ones apply; image size and resizing are the members' own."""
+    preprocess = read_checkpoint(ckpts[0]).spec.preprocess
+    members = ",".join(f"'{c}'" for c in ckpts)
+    data = [o for o in overrides if o.lstrip("+~").startswith("data.")]
+    metrics, _, ckpt = _train(workdir, "synthetic-ensemble",
+                              [*synthetic, *data, "model=ensemble", f"model.members=[{members}]",
+                               f"model.image_size={preprocess.image_size}", f"data.resize={preprocess.resize}"], 0)
+    return metrics, ckpt
 
 
 def _real_test_auroc(workdir: Path, ckpt: Path, real: list[str]) -> float:
@@ -120,6 +133,9 @@ def main() -> None:
                         help="data.synthetic_fraction of the mixed regime (default 0.5)")
     parser.add_argument("--good-only-fraction", type=float, default=0.5,
                         help="share of synthetic bad images in the good_only regime's training set (default 0.5)")
+    parser.add_argument("--seeds", type=int, nargs="+",
+                        help="train the zero-shot model once per seed, then score each and their ensemble "
+                             "(default: once, at the config's seed)")
     parser.add_argument("--only", nargs="+", choices=REGIMES, default=list(REGIMES))
     parser.add_argument("--workdir", type=Path, help="keep runs and data here (default: a temporary folder)")
     args, overrides = parser.parse_known_args()
@@ -131,17 +147,30 @@ def main() -> None:
     rows: list[tuple[str, str, float, float]] = []
     try:
         need_synthetic = {"zero_shot", "finetune"} & set(args.only)
+        synthetic_ckpts: dict[str, Path] = {}  # zero-shot models by name: one per seed, then their ensemble
         if need_synthetic:
             synthetic = [f"data={args.synthetic}", *SYNTHETIC[args.synthetic],
                          f"data.source.count={args.synthetic_count}"]
-            _, seconds, synthetic_ckpt = _train(workdir, "synthetic", [*synthetic, *overrides], args.epochs)
-            print(f"{args.synthetic}: {args.synthetic_count} images, {args.epochs} epochs, {seconds:.0f} s", flush=True)
+            for seed in args.seeds or [None]:
+                seeded = [] if seed is None else [f"seed={seed}"]
+                metrics, seconds, ckpt = _train(workdir, "synthetic", [*synthetic, *overrides, *seeded], args.epochs)
+                synthetic_ckpts["zero_shot" if seed is None else f"zero_shot_seed{seed}"] = ckpt
+                print(f"{args.synthetic}: {args.synthetic_count} images, {args.epochs} epochs, {seconds:.0f} s"
+                      f"{'' if seed is None else f', seed {seed}'}; synthetic test AUROC "
+                      f"{metrics['test/auroc']:.4f}", flush=True)
+            if len(synthetic_ckpts) > 1:
+                metrics, synthetic_ckpts["zero_shot_ensemble"] = _ensemble(workdir, list(synthetic_ckpts.values()),
+                                                                           synthetic, overrides)
+                print(f"{args.synthetic}: the {len(args.seeds)} seeds' ensemble, synthetic test AUROC "
+                      f"{metrics['test/auroc']:.4f}", flush=True)
+            synthetic_ckpt = next(iter(synthetic_ckpts.values()))  # fine-tuning starts from the first seed's model
         for name, real in sets.items():
             splits = _real_splits(workdir, real) if {"zero_shot", "good_only"} & set(args.only) else {}
             if "zero_shot" in args.only:
-                rows.append((name, "zero_shot", _real_test_auroc(workdir, synthetic_ckpt, real), 0.0))
                 every_bad = _every_bad_split(workdir, name, real, splits)
-                rows.append((name, "zero_shot_all_bad", _real_test_auroc(workdir, synthetic_ckpt, every_bad), 0.0))
+                for regime, ckpt in synthetic_ckpts.items():
+                    rows.append((name, regime, _real_test_auroc(workdir, ckpt, real), 0.0))
+                    rows.append((name, f"{regime}_all_bad", _real_test_auroc(workdir, ckpt, every_bad), 0.0))
             runs = {"real_only": [], "finetune": [f"model.weights_path={synthetic_ckpt}"] if need_synthetic else None,
                     "synthetic_fraction": [f"data.synthetic_fraction={args.synthetic_fraction}",
                                            f"data.synthetic_appearance={DRAWN_APPEARANCE[name]}"]}
@@ -158,7 +187,7 @@ def main() -> None:
                     rows.append((name, regime, float(metrics["test/auroc"]), seconds))
             for row in rows:
                 if row[0] == name:
-                    print(f"{row[0]:>14} {row[1]:>18}  test AUROC {row[2]:.4f}  train {row[3]:.0f} s", flush=True)
+                    print(f"{row[0]:>14} {row[1]:>26}  test AUROC {row[2]:.4f}  train {row[3]:.0f} s", flush=True)
     finally:
         if args.workdir is None:
             shutil.rmtree(workdir, ignore_errors=True)
