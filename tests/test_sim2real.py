@@ -1,16 +1,22 @@
 """benchmarks/sim2real.py's good_only regime trains on the real set's own good images and synthetic bad copies
 of them: never on a real bad image nor on any image of the real test split; such a model (and a zero-shot one) is
-also scored on every real bad image against the test split's good ones."""
+also scored on every real bad image against the test split's good ones. With ``--seeds`` the zero-shot model is
+trained once per seed, and each and their ensemble are scored."""
 from __future__ import annotations
 
 import importlib.util
+import re
+import sys
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pandas as pd
+import pytest
+import torch
 
 from scratchlab.builders import build_datamodule
+from scratchlab.checkpoints import read_checkpoint
 from scratchlab.config import compose
 from tests.conftest import PROJECT_DIR
 
@@ -70,3 +76,28 @@ def test_good_only_sees_no_real_bad_image_and_no_test_image(tmp_path: Path) -> N
     assert {Path(s.image).resolve() for s in scored} == by_split["test"]
     assert {Path(s.image).resolve() for s in test_split() if s.label == 0} == test_free  # the real test split's goods
     module._good_only_set(work, "magnetic_tile", splits, 0.5)  # a kept --workdir runs again
+
+
+def test_seeds_train_a_zero_shot_model_each_and_score_their_ensemble(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                      capsys: pytest.CaptureFixture) -> None:
+    module = _sim2real()
+    data = tmp_path / "mt"
+    _tile_set(data, free=40, cracks=8)
+    work = tmp_path / "work"
+    monkeypatch.setattr(sys, "argv", ["sim2real.py", "model=unet", "model.image_size=32", "data.num_workers=0",
+                                      "data.batch_size=8", "--magnetic-tile", str(data), "--synthetic", "tile_crack",
+                                      "--synthetic-count", "24", "--epochs", "1", "--only", "zero_shot",
+                                      "--seeds", "3", "4", "--workdir", str(work)])
+    module.main()
+    summary = capsys.readouterr().out.splitlines()[-1]
+    regimes = re.findall(r"magnetic_tile_(\w+?)_auroc=(\d\.\d+)", summary)
+    assert [r for r, _ in regimes] == [f"zero_shot_{m}{s}" for m in ("seed3", "seed4", "ensemble")
+                                       for s in ("", "_all_bad")]
+    seeded = [read_checkpoint(p) for p in sorted((work / "logs").glob("synthetic-[0-9]*/checkpoints/best.ckpt"))]
+    ensemble = read_checkpoint(next((work / "logs").glob("synthetic-ensemble-*/checkpoints/best.ckpt")))
+    assert [c.config["seed"] for c in seeded] == [3, 4]
+    first, second = (c.state_dict for c in seeded)
+    assert any(not torch.equal(first[k], second[k]) for k in first)  # the seed reached the training
+    members = list(ensemble.components.values())
+    assert len(members) == 2 and all(torch.equal(m.state_dict[k], c.state_dict[k])
+                                     for m, c in zip(members, seeded) for k in c.state_dict)
