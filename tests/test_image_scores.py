@@ -1,0 +1,54 @@
+"""benchmarks/image_scores.py ranks images by candidate scores computed from a segmenter's probability maps."""
+from __future__ import annotations
+
+import importlib.util
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from scratchlab.builders import build_task
+from scratchlab.checkpoints import save_checkpoint
+from scratchlab.config import compose
+from tests.conftest import PROJECT_DIR, tiny_overrides
+
+
+def _image_scores():
+    spec = importlib.util.spec_from_file_location("image_scores", PROJECT_DIR / "benchmarks" / "image_scores.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_a_hot_pixel_misleads_the_maximum_but_not_the_top_k_mean() -> None:
+    """Good maps with one hot pixel, bad ones with a 10x10 patch at 0.8: the maximum ranks every good image
+    first, the mean of the 50 most probable pixels and the area at 0.5 rank every bad one first."""
+    good = [np.zeros((40, 40), np.float32) for _ in range(3)]
+    bad = [np.zeros((40, 40), np.float32) for _ in range(3)]
+    for m in good:
+        m[5, 5] = 0.99
+    for m in bad:
+        m[10:20, 10:20] = 0.8
+    result = _image_scores().aurocs(good + bad, np.array([False] * 3 + [True] * 3))
+    assert result["top1_mean"] == 0.0
+    assert result["top50_mean"] == result["area@0.5"] == 1.0
+    assert result["area@0.9"] == 0.0  # no bad pixel reaches 0.9: ties at 0 lose to the hot pixels
+
+
+def test_scores_every_image_of_a_split_from_cached_maps(tmp_path: Path, tiny_dataset: Path,
+                                                        capsys: pytest.CaptureFixture) -> None:
+    torch.manual_seed(0)
+    overrides = [*tiny_overrides(tmp_path, tiny_dataset), "model=unet", "model.encoder_name=resnet18"]
+    ckpt = save_checkpoint(build_task(compose("train", overrides), ["good", "bad"]), tmp_path / "unet.ckpt")
+    args = [str(ckpt), f"paths.root_dir={tmp_path}", "split=test"]
+    _image_scores().main(args)
+    first = capsys.readouterr().out
+    assert re.search(r"test split: [1-9]\d* bad, [1-9]\d* good images", first)
+    summary = dict(re.findall(r"(\S+)=(\d\.\d{4})", first.splitlines()[-1]))
+    assert set(summary) == {"top1_mean", "top10_mean", "top50_mean", "top200_mean", "area@0.5", "area@0.7",
+                            "area@0.9", "max"}
+    assert len(list((tmp_path / "logs" / "prediction_cache").glob("*.npz"))) == 1  # the maps, cached once ...
+    _image_scores().main(args)
+    assert capsys.readouterr().out == first  # ... and read back to the same figures
