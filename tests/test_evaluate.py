@@ -11,12 +11,13 @@ import numpy as np
 import pytest
 from mlflow.tracking import MlflowClient
 
-from scratchlab.checkpoints import read_checkpoint
+from scratchlab.builders import build_task
+from scratchlab.checkpoints import read_checkpoint, save_checkpoint
 from scratchlab.cli import run_or_exit
 from scratchlab.errors import ConfigError
 from scratchlab.config import compose
-from scratchlab.evaluation.cache import Predictions
-from scratchlab.evaluation.job import evaluate
+from scratchlab.evaluation.cache import ModelSource, Predictions
+from scratchlab.evaluation.job import evaluate, evaluation_config
 from scratchlab.evaluation.operating_point import choose_threshold, threshold_curve
 from scratchlab.training import run_training
 from tests.conftest import cli_env, run_cli, tiny_overrides
@@ -129,6 +130,19 @@ def test_evaluate_by_ckpt_without_mlflow_run(trained: dict, tmp_path: Path) -> N
     [run] = client.search_runs([client.get_experiment_by_name("evaluate").experiment_id])
     assert "mlflow.parentRunId" not in run.data.tags and run.data.tags["scratchlab.evaluated_run"] == ""
     assert run.data.tags["scratchlab.checkpoint"] == str(ckpt) and run.data.tags["scratchlab.split"] == "val"
+
+
+def test_other_data_is_resized_as_the_model_was_trained(tmp_path: Path, tiny_dataset: Path) -> None:
+    """A composed data option resizes as the checkpoint says (not as the option's default would), and a
+    data.resize that contradicts the checkpoint is an error, never a silently other preprocessing."""
+    overrides = [*tiny_overrides(tmp_path), "data.resize=letterbox"]
+    ckpt = save_checkpoint(build_task(compose("train", overrides), ["good", "bad"]), tmp_path / "letterbox.ckpt")
+    other_data = [f"ckpt={ckpt}", "data=folder", f"data.root={tiny_dataset}"]
+    run_cfg = evaluation_config(ModelSource.from_checkpoint(ckpt), _eval_cfg(tmp_path, *other_data))
+    assert (run_cfg.data.name, run_cfg.data.resize) == ("folder", "letterbox")
+    with pytest.raises(ConfigError, match="resize=stretch, but the model was trained on image_size=32, "
+                                          "resize=letterbox; drop data.resize"):
+        evaluate(_eval_cfg(tmp_path, *other_data, "data.resize=stretch"))
 
 
 @pytest.mark.parametrize(("typo", "named"), [("+data.batch_sise=3", "+data.batch_sise is a setting no data set reads"),

@@ -166,7 +166,8 @@ def find_target(cfg: DictConfig, client: MlflowClient, uri: str, source: ModelSo
 
 def evaluation_config(source: ModelSource, cfg: DictConfig) -> DictConfig:
     """The run's config with this machine's ``paths`` and the evaluation ``data``: the run's own, a composed
-    ``data=OPTION`` (has a ``source``) in its place, or partial ``+data.KEY=VALUE`` values merged onto it."""
+    ``data=OPTION`` (has a ``source``) in its place, or partial ``+data.KEY=VALUE`` values merged onto it.
+    A composed option resizes images as the model was trained to, unless it sets ``data.resize`` itself."""
     run_cfg = OmegaConf.create(source.config)
     with open_dict(run_cfg):
         run_cfg.paths = OmegaConf.create(OmegaConf.to_container(cfg.paths, resolve=True))
@@ -174,6 +175,8 @@ def evaluation_config(source: ModelSource, cfg: DictConfig) -> DictConfig:
         if data is not None:
             node = OmegaConf.to_container(data, resolve=False)
             if "source" in node:
+                if OmegaConf.is_interpolation(data, "resize"):  # the option's default, not a value given
+                    node["resize"] = source.spec.preprocess.resize
                 run_cfg.data = node
             else:
                 if problems := unknown_partial_data_settings(node, run_cfg.data):
