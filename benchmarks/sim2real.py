@@ -20,6 +20,10 @@ ones (``good_only_all_bad``). Every other number is test AUROC on the same real 
     # metal scratches on NEU's own non-scratch images, no real scratch seen (NEU AUROC 0.990; all 300 scratches 0.975):
     python benchmarks/sim2real.py model=unet model.encoder_name=tu-mobilenetv3_small_050 model.image_size=128 model.head_prior=0.01 loss=bce_dice optimizer=adamw optimizer.lr=3e-3 "model.tta=[hflip,vflip]" --neu PATH --only good_only --epochs 10
 
+``--seeds 42 1 2`` trains the zero-shot model once per seed and scores each (rows ``zero_shot_seed42``, ...) and
+their ensemble (``model=ensemble``: the seeds' probability maps averaged; rows ``zero_shot_ensemble``), as one
+training seed moves a zero-shot figure by about 0.1.
+
 Any other argument is a Hydra override of every training (the model, for one); put them before
 ``--only``, which takes the words after it up to the next option. Prints one table row per (real set,
 regime) and ends with one line:
@@ -71,15 +75,21 @@ def _train(workdir: Path, name: str, overrides: list[str], epochs: int) -> tuple
     return metrics, time.perf_counter() - start, run_dir / "checkpoints" / "best.ckpt"
 
 
+MODEL_GROUPS = ("model", "loss", "optimizer", "scheduler", "callbacks")
+"""Override roots that describe a model's training, which an ensemble of trained models does not take."""
+
+
 def _ensemble(workdir: Path, ckpts: list[Path], synthetic: list[str], overrides: list[str]) -> tuple[dict, Path]:
     """The synthetic models as one (``model=ensemble``, nothing trained): its synthetic test metrics and checkpoint.
-    Of the shared overrides only the data ones apply; image size and resizing are the members' own."""
+    Every shared override applies but the training ones (``MODEL_GROUPS``); image size and resizing are the
+    members' own."""
     preprocess = read_checkpoint(ckpts[0]).spec.preprocess
     members = ",".join(f"'{c}'" for c in ckpts)
-    data = [o for o in overrides if o.lstrip("+~").startswith("data.")]
+    size = "null" if preprocess.image_size is None else preprocess.image_size
+    kept = [o for o in overrides if o.lstrip("+~").split("=")[0].split(".")[0] not in MODEL_GROUPS]
     metrics, _, ckpt = _train(workdir, "synthetic-ensemble",
-                              [*synthetic, *data, "model=ensemble", f"model.members=[{members}]",
-                               f"model.image_size={preprocess.image_size}", f"data.resize={preprocess.resize}"], 0)
+                              [*synthetic, *kept, "model=ensemble", f"model.members=[{members}]",
+                               f"model.image_size={size}", f"data.resize={preprocess.resize}"], 0)
     return metrics, ckpt
 
 
@@ -134,8 +144,8 @@ def main() -> None:
     parser.add_argument("--good-only-fraction", type=float, default=0.5,
                         help="share of synthetic bad images in the good_only regime's training set (default 0.5)")
     parser.add_argument("--seeds", type=int, nargs="+",
-                        help="train the zero-shot model once per seed, then score each and their ensemble "
-                             "(default: once, at the config's seed)")
+                        help="train the zero-shot model once per seed, then score each and their ensemble; "
+                             "finetune starts from the first seed's (default: once, at the config's seed)")
     parser.add_argument("--only", nargs="+", choices=REGIMES, default=list(REGIMES))
     parser.add_argument("--workdir", type=Path, help="keep runs and data here (default: a temporary folder)")
     args, overrides = parser.parse_known_args()
@@ -151,7 +161,10 @@ def main() -> None:
         if need_synthetic:
             synthetic = [f"data={args.synthetic}", *SYNTHETIC[args.synthetic],
                          f"data.source.count={args.synthetic_count}"]
-            for seed in args.seeds or [None]:
+            seeds = list(dict.fromkeys(args.seeds or [None]))  # in order, each once
+            if "zero_shot" not in args.only:
+                seeds = seeds[:1]  # fine-tuning starts from the first seed's model only
+            for seed in seeds:
                 seeded = [] if seed is None else [f"seed={seed}"]
                 metrics, seconds, ckpt = _train(workdir, "synthetic", [*synthetic, *overrides, *seeded], args.epochs)
                 synthetic_ckpts["zero_shot" if seed is None else f"zero_shot_seed{seed}"] = ckpt
@@ -159,9 +172,9 @@ def main() -> None:
                       f"{'' if seed is None else f', seed {seed}'}; synthetic test AUROC "
                       f"{metrics['test/auroc']:.4f}", flush=True)
             if len(synthetic_ckpts) > 1:
-                metrics, synthetic_ckpts["zero_shot_ensemble"] = _ensemble(workdir, list(synthetic_ckpts.values()),
-                                                                           synthetic, overrides)
-                print(f"{args.synthetic}: the {len(args.seeds)} seeds' ensemble, synthetic test AUROC "
+                metrics, ensemble = _ensemble(workdir, list(synthetic_ckpts.values()), synthetic, overrides)
+                synthetic_ckpts["zero_shot_ensemble"] = ensemble
+                print(f"{args.synthetic}: the ensemble of the {len(seeds)} seeds' models, synthetic test AUROC "
                       f"{metrics['test/auroc']:.4f}", flush=True)
             synthetic_ckpt = next(iter(synthetic_ckpts.values()))  # fine-tuning starts from the first seed's model
         for name, real in sets.items():

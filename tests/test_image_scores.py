@@ -38,6 +38,7 @@ def test_a_hot_pixel_misleads_the_maximum_but_not_the_top_k_mean() -> None:
 
 
 def test_scores_every_image_of_a_split_from_cached_maps(tmp_path: Path, tiny_dataset: Path,
+                                                        monkeypatch: pytest.MonkeyPatch,
                                                         capsys: pytest.CaptureFixture) -> None:
     torch.manual_seed(0)
     overrides = [*tiny_overrides(tmp_path, tiny_dataset), "model=unet", "model.encoder_name=resnet18"]
@@ -50,5 +51,18 @@ def test_scores_every_image_of_a_split_from_cached_maps(tmp_path: Path, tiny_dat
     assert set(summary) == {"top1_mean", "top10_mean", "top50_mean", "top200_mean", "area@0.5", "area@0.7",
                             "area@0.9", "max"}
     assert len(list((tmp_path / "logs" / "prediction_cache").glob("*.npz"))) == 1  # the maps, cached once ...
+
+    def run_again(*_: object, **__: object) -> None:
+        raise AssertionError("the model ran again")
+
+    monkeypatch.setattr("scratchlab.evaluation.cache.compute_predictions", run_again)
     _image_scores().main(args)
     assert capsys.readouterr().out == first  # ... and read back to the same figures
+
+
+def test_a_classifier_is_refused_before_it_runs(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    ckpt = save_checkpoint(build_task(compose("train", tiny_overrides(tmp_path)), ["good", "bad"]), tmp_path / "c.ckpt")
+    with pytest.raises(SystemExit):
+        _image_scores().main([str(ckpt), f"paths.root_dir={tmp_path}"])
+    assert "is a classification model; image scores from maps need a model with" in capsys.readouterr().err
+    assert not (tmp_path / "logs" / "prediction_cache").exists()

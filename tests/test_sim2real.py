@@ -87,7 +87,7 @@ def test_seeds_train_a_zero_shot_model_each_and_score_their_ensemble(tmp_path: P
     monkeypatch.setattr(sys, "argv", ["sim2real.py", "model=unet", "model.image_size=32", "data.num_workers=0",
                                       "data.batch_size=8", "--magnetic-tile", str(data), "--synthetic", "tile_crack",
                                       "--synthetic-count", "24", "--epochs", "1", "--only", "zero_shot",
-                                      "--seeds", "3", "4", "--workdir", str(work)])
+                                      "--seeds", "3", "4", "3", "--workdir", str(work)])  # 3 twice: once
     module.main()
     summary = capsys.readouterr().out.splitlines()[-1]
     regimes = re.findall(r"magnetic_tile_(\w+?)_auroc=(\d\.\d+)", summary)
@@ -98,6 +98,8 @@ def test_seeds_train_a_zero_shot_model_each_and_score_their_ensemble(tmp_path: P
     assert [c.config["seed"] for c in seeded] == [3, 4]
     first, second = (c.state_dict for c in seeded)
     assert any(not torch.equal(first[k], second[k]) for k in first)  # the seed reached the training
+    assert ensemble.spec.preprocess == seeded[0].spec.preprocess  # the members' own image size and resizing
+    assert ensemble.config["data"]["num_workers"] == 0  # the shared overrides reach the ensemble's run too
     members = list(ensemble.components.values())
     assert len(members) == 2 and all(torch.equal(m.state_dict[k], c.state_dict[k])
                                      for m, c in zip(members, seeded) for k in c.state_dict)
