@@ -39,6 +39,7 @@ class DecisionSchema:
     min_area: float | None = limits(ge=0)
     min_area_ratio: float | None = limits(ge=0, le=1)
     area_mode: Literal["sum", "max"] | None = limits()
+    score_top_k: int | None = limits(ge=1)
     target_recall: float | None = limits(gt=0, le=1)
 
 

@@ -42,7 +42,9 @@ class DecisionParams:
     into a mask (``prob >= mask_threshold``); components under ``min_component_area`` pixels are
     dropped; the image is bad when the scratch area (``area_mode``: ``"sum"`` of kept components or
     ``"max"``, the largest one) reaches ``min_area`` pixels, or ``min_area_ratio`` of the image
-    area when that is set. An image without scratch pixels is never bad.
+    area when that is set. An image without scratch pixels is never bad. ``score_top_k`` sets the image score
+    of a probability map (its ranking, not the rule): the mean of its ``score_top_k`` most probable pixels at the
+    original size, 1 being the maximum.
     """
 
     threshold: float = 0.5
@@ -51,6 +53,7 @@ class DecisionParams:
     min_area: float = 1
     min_area_ratio: float | None = None
     area_mode: str = "sum"
+    score_top_k: int = 1
 
     def __post_init__(self) -> None:
         for name in ("threshold", "mask_threshold"):
@@ -70,6 +73,10 @@ class DecisionParams:
                               "set it between 0 and 1, or null to use min_area")
         if self.area_mode not in AREA_MODES:
             raise ConfigError(f"decision.area_mode={self.area_mode!r} is unknown; use one of {', '.join(AREA_MODES)}")
+        if not _is_number(self.score_top_k) or self.score_top_k < 1 or int(self.score_top_k) != self.score_top_k:
+            raise ConfigError(f"decision.score_top_k={self.score_top_k!r} is not a pixel count; set it to a whole "
+                              "number >= 1 (1: the maximum probability)")
+        self.score_top_k = int(self.score_top_k)
 
     @classmethod
     def from_config(cls, cfg: Mapping[str, Any]) -> DecisionParams:
@@ -175,7 +182,8 @@ class Verdict:
 
     ``score`` is P(bad) for good/bad classifiers (``score_name="p_bad"``), the top class probability for
     N-class ones (``"p_label"``) and the maximum scratch probability at the original size for models
-    that give a probability map (``"max_probability"``); ``probability`` is that (H, W) map and
+    that give a probability map (``"max_probability"``; with ``score_top_k=k`` > 1 the mean of the k most
+    probable pixels, ``"top{k}_mean_probability"``); ``probability`` is that (H, W) map and
     ``details`` the components and areas (original-image pixels) the decision was taken on.
     """
 
@@ -208,8 +216,18 @@ def verdict_from_probability(prob: np.ndarray, params: DecisionParams, extra: di
     """Area rule on one (H, W) scratch-probability map at the original image size."""
     decision = decide_from_probability(prob, params)
     prob = np.asarray(prob, np.float32)
-    return Verdict(decision.is_bad, float(prob.max()), "max_probability", probability=prob, details=decision,
+    return Verdict(decision.is_bad, *map_score(prob, params.score_top_k), probability=prob, details=decision,
                    extra=dict(extra or {}))
+
+
+def map_score(prob: np.ndarray, top_k: int = 1) -> tuple[float, str]:
+    """The image score of a probability map and its name: the mean of its ``top_k`` most probable pixels (all of
+    them in a smaller map); 1 is the maximum."""
+    if top_k == 1:
+        return float(prob.max()), "max_probability"
+    flat = prob.reshape(-1)
+    top = flat if top_k >= flat.size else np.partition(flat, flat.size - top_k)[flat.size - top_k:]
+    return float(top.mean(dtype=np.float64)), f"top{top_k}_mean_probability"
 
 
 def _check_image_array(array: np.ndarray, what: str) -> None:

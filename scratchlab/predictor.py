@@ -13,8 +13,8 @@ Every image then takes the same steps, owned by the model's task class (``scratc
    ``scratchlab.postprocess``, so areas are original-image pixels everywhere.
 
 ``Prediction.score`` is P(bad) for classifiers; for models that localize scratches it is the maximum
-scratch probability over the image at its original size (two_stage: 0 when the classifier gate passes the
-image). Decision thresholds: ``scratchlab.postprocess.resolve_decision`` (run config < operating point
+scratch probability over the image at its original size, or the mean of its ``decision.score_top_k`` most
+probable pixels (two_stage: 0 when the classifier gate passes the image). Decision thresholds: ``scratchlab.postprocess.resolve_decision`` (run config < operating point
 stored with the model < ``decision_overrides``); exported files carry the resolved rule of export time.
 """
 from __future__ import annotations
@@ -56,7 +56,7 @@ class Prediction:
     """The outcome for one image.
 
     ``decision`` is ``"bad"`` or ``"good"``; ``score`` is P(bad) (classifiers) or the maximum scratch
-    probability (segmentation kinds); ``mask`` is the (H, W) uint8 0/255 scratch mask at the original
+    probability (segmentation kinds; ``score_name`` says which score); ``mask`` is the (H, W) uint8 0/255 scratch mask at the original
     image size after speck removal (None for classifiers); ``components`` the kept scratch regions;
     ``thresholds`` the decision values used. A file that could not be read gives a Prediction with
     ``error`` set and nothing else (``predict_paths(..., skip_errors=True)``).

@@ -9,7 +9,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from mlflow.tracking import MlflowClient
+from torchmetrics.functional.classification import binary_auroc
 
 from scratchlab.builders import build_task
 from scratchlab.checkpoints import read_checkpoint, save_checkpoint
@@ -19,6 +21,7 @@ from scratchlab.config import compose
 from scratchlab.evaluation.cache import ModelSource, Predictions
 from scratchlab.evaluation.job import evaluate, evaluation_config
 from scratchlab.evaluation.operating_point import choose_threshold, threshold_curve
+from scratchlab.postprocess import DecisionParams
 from scratchlab.training import run_training
 from tests.conftest import cli_env, run_cli, tiny_overrides
 
@@ -104,6 +107,15 @@ def test_segmenter_metrics_and_min_area_sweep_reuse_the_cache(trained: dict, mon
     runs = _children(client, parent)
     assert [r.data.tags["scratchlab.cache_hit"] for r in runs] == ["false", "true", "true"]
     assert runs[1].info.run_name == "eval-test-mask_threshold=0.5-min_area=100000"
+    # the image score too is re-scored from the cache: AUROC of the mean of each map's 200 most probable pixels
+    top200 = evaluate(_eval_cfg(root, f"run_id={parent}", "decision.score_top_k=200", "log_predictions=never"))
+    preds = Predictions.load(cache)
+    labels = torch.from_numpy((preds.labels > 0).astype(np.int64))
+    auroc = {k: float(binary_auroc(torch.tensor([v.score for v in preds.verdicts(DecisionParams(score_top_k=k))]),
+                                   labels)) for k in (1, 200)}
+    assert auroc[1] != auroc[200], "the maximum and the top-200 mean rank these images alike: no evidence"
+    assert (first["test/auroc"], top200["test/auroc"]) == pytest.approx((auroc[1], auroc[200]))
+    assert top200["test/dice"] == pytest.approx(first["test/dice"])  # the rule and the pixels are unchanged
 
 
 def test_threshold_multirun_cli_fills_the_cache_once(trained: dict, tmp_path: Path) -> None:

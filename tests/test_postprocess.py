@@ -21,6 +21,7 @@ from scratchlab.postprocess import (
     decide_from_probability,
     decide_from_score,
     image_scores_from_masks,
+    verdict_from_probability,
 )
 
 CONF = Path(__file__).resolve().parents[1] / "conf" / "decision" / "default.yaml"
@@ -181,11 +182,27 @@ def test_batch_rejects_wrong_shape():
 @pytest.mark.parametrize("bad", [
     {"threshold": 1.5}, {"mask_threshold": -0.1}, {"min_component_area": -1}, {"min_component_area": 2.5},
     {"min_area": -3}, {"min_area_ratio": 2.0}, {"area_mode": "mean"}, {"threshold": "high"},
-    {"threshold": float("nan")},
+    {"threshold": float("nan")}, {"score_top_k": 0}, {"score_top_k": 2.5},
 ])
 def test_impossible_params_raise_config_error(bad):
     with pytest.raises(ConfigError):
         DecisionParams(**bad)
+
+
+def test_score_top_k_ranks_a_map_by_its_most_probable_pixels_not_by_one_hot_pixel():
+    """One pixel at 0.99 on a faint map against a 4x4 patch at 0.8: the maximum ranks the hot pixel first, the
+    mean of the 16 most probable pixels the patch; the score never changes the decision."""
+    hot, patch = np.full((30, 40), 0.01, np.float32), np.full((30, 40), 0.01, np.float32)
+    hot[3, 3] = 0.99
+    patch[10:14, 10:14] = 0.8
+    by_max = [verdict_from_probability(m, DecisionParams()) for m in (hot, patch)]
+    by_top16 = [verdict_from_probability(m, DecisionParams(score_top_k=16)) for m in (hot, patch)]
+    assert [v.score for v in by_max] == pytest.approx([0.99, 0.8]) and by_max[0].score_name == "max_probability"
+    assert [v.score for v in by_top16] == pytest.approx([(0.99 + 15 * 0.01) / 16, 0.8])
+    assert by_top16[1].score_name == "top16_mean_probability"
+    assert [v.is_bad for v in by_top16] == [v.is_bad for v in by_max] == [True, True]
+    tiny = verdict_from_probability(np.array([[0.2, 0.4]], np.float32), DecisionParams(score_top_k=16))
+    assert tiny.score == pytest.approx(0.3)  # fewer pixels than k: all of them
 
 
 def test_from_config_reads_yaml_and_ignores_unknown_keys():

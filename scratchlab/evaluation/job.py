@@ -70,6 +70,8 @@ def decision_label(params: DecisionParams, maps: bool) -> str:
         parts.append(f"min_component_area={params.min_component_area}")
     if params.area_mode != "sum":
         parts.append(f"area_mode={params.area_mode}")
+    if params.score_top_k != 1:
+        parts.append(f"score_top_k={params.score_top_k}")
     return "-".join(parts)
 
 
