@@ -1,9 +1,8 @@
 """Which per-image number separates bad images from good ones best, given a segmenter's probability maps?
-On one split, the AUROC of: the maximum scratch probability at the original image size (scratchlab's image
-score, ``max``), and from the map at network geometry the mean of its k most probable pixels (``top1_mean`` is
-the maximum there) and the scratch area (pixels at or over a mask threshold; under ``pad`` or ``letterbox`` it
-follows the image's aspect). Choose a score on a validation split; confirm it on the test split. The maps are
-the evaluation's cached predictions (the model runs once per split, then they are reused).
+On one split, the AUROC of candidate image scores of each map at the original image size: ``topK``, the mean of
+its K most probable pixels (the image score ``decision.score_top_k=K`` gives; ``top1`` is the maximum, the
+default), and ``area@T``, its pixels at or over T. Choose a score on a validation split; confirm it on the test
+split. The maps are the evaluation's cached predictions (the model runs once per split, then they are reused).
 
     # a sim2real.py --workdir W model: choose on its synthetic validation split, then look at the real test split
     python benchmarks/image_scores.py CKPT paths.root_dir=W split=val
@@ -29,28 +28,27 @@ from scratchlab.config import compose
 from scratchlab.evaluation.cache import ModelSource, get_predictions
 from scratchlab.evaluation.job import evaluation_config
 from scratchlab.evaluation.rescoring import bad_labels
+from scratchlab.postprocess import map_score
 from scratchlab.tasks import task_class
 
 TOP_K = (1, 10, 50, 200)
-"""Pixels averaged by the top-k scores (at network geometry; k=1 is the maximum there)."""
+"""The ``decision.score_top_k`` values compared (1: the maximum probability)."""
 AREA_THRESHOLDS = (0.5, 0.7, 0.9)
 
 
 def scores(prob_map: np.ndarray) -> dict[str, float]:
     """Every candidate image score of one (H, W) probability map."""
-    flat = np.sort(prob_map.reshape(-1))[::-1]
-    out = {f"top{k}_mean": float(flat[:k].mean()) for k in TOP_K}
-    out.update({f"area@{t}": float((flat >= t).sum()) for t in AREA_THRESHOLDS})
+    out = {f"top{k}": map_score(prob_map, k)[0] for k in TOP_K}
+    out.update({f"area@{t}": float((prob_map >= t).sum()) for t in AREA_THRESHOLDS})
     return out
 
 
-def aurocs(maps: list[np.ndarray], bad: np.ndarray, extra: dict[str, np.ndarray] | None = None) -> dict[str, float]:
-    """AUROC of each score (``scores``, and the ``extra`` ones given per image) for ``bad`` (bool per image)."""
+def aurocs(maps: list[np.ndarray], bad: np.ndarray) -> dict[str, float]:
+    """AUROC of each score (``scores``) for ``bad`` (bool per image)."""
     if bad.all() or not bad.any():
         raise ValueError("the split holds only one class; AUROC needs good and bad images")
     per_image = [scores(m) for m in maps]
     columns: dict[str, np.ndarray] = {name: np.array([s[name] for s in per_image]) for name in per_image[0]}
-    columns.update(extra or {})
     target = torch.from_numpy(bad.astype(np.int64))
     return {name: float(binary_auroc(torch.from_numpy(values).double(), target)) for name, values in columns.items()}
 
@@ -67,15 +65,15 @@ def main(argv: list[str] | None = None) -> None:
     preds = get_predictions(source, evaluation_config(source, cfg), str(cfg.split), str(cfg.cache_dir),
                             device=str(cfg.device), refresh=bool(cfg.refresh))
     bad = bad_labels(preds)
-    extra = {"max (scratchlab)": np.array([v.score for v in preds.verdicts(source.spec.decision)])}
+    maps = [v.probability for v in preds.verdicts(source.spec.decision)]  # at each image's original size
     try:
-        result = aurocs([preds.prob_map(i) for i in range(len(preds))], bad, extra)
+        result = aurocs(maps, bad)
     except ValueError as err:
         parser.error(f"{cfg.split} split: {err}")
     print(f"{cfg.split} split: {int(bad.sum())} bad, {int((~bad).sum())} good images")
     for name, value in sorted(result.items(), key=lambda item: -item[1]):
-        print(f"{name:>18}  AUROC {value:.4f}")
-    print("image_scores: " + " ".join(f"{name.split(' ')[0]}={value:.4f}" for name, value in result.items()))
+        print(f"{name:>8}  AUROC {value:.4f}")
+    print("image_scores: " + " ".join(f"{name}={value:.4f}" for name, value in result.items()))
 
 
 if __name__ == "__main__":
