@@ -43,11 +43,10 @@ def scores(prob_map: np.ndarray) -> dict[str, float]:
     return out
 
 
-def aurocs(maps: list[np.ndarray], bad: np.ndarray) -> dict[str, float]:
-    """AUROC of each score (``scores``) for ``bad`` (bool per image)."""
+def aurocs(per_image: list[dict[str, float]], bad: np.ndarray) -> dict[str, float]:
+    """AUROC of each score (``scores`` of each image) for ``bad`` (bool per image)."""
     if bad.all() or not bad.any():
         raise ValueError("the split holds only one class; AUROC needs good and bad images")
-    per_image = [scores(m) for m in maps]
     columns: dict[str, np.ndarray] = {name: np.array([s[name] for s in per_image]) for name in per_image[0]}
     target = torch.from_numpy(bad.astype(np.int64))
     return {name: float(binary_auroc(torch.from_numpy(values).double(), target)) for name, values in columns.items()}
@@ -65,9 +64,11 @@ def main(argv: list[str] | None = None) -> None:
     preds = get_predictions(source, evaluation_config(source, cfg), str(cfg.split), str(cfg.cache_dir),
                             device=str(cfg.device), refresh=bool(cfg.refresh))
     bad = bad_labels(preds)
-    maps = [v.probability for v in preds.verdicts(source.spec.decision)]  # at each image's original size
+    judge = task_class(source.kind).judge  # each map at its image's original size, one at a time
+    per_image = [scores(judge(raw, tuple(size), source.spec).probability)
+                 for raw, size in zip(preds.raws, preds.sizes.tolist())]
     try:
-        result = aurocs(maps, bad)
+        result = aurocs(per_image, bad)
     except ValueError as err:
         parser.error(f"{cfg.split} split: {err}")
     print(f"{cfg.split} split: {int(bad.sum())} bad, {int((~bad).sum())} good images")

@@ -152,9 +152,14 @@ def test_other_data_is_resized_as_the_model_was_trained(tmp_path: Path, tiny_dat
     other_data = [f"ckpt={ckpt}", "data=folder", f"data.root={tiny_dataset}"]
     run_cfg = evaluation_config(ModelSource.from_checkpoint(ckpt), _eval_cfg(tmp_path, *other_data))
     assert (run_cfg.data.name, run_cfg.data.resize) == ("folder", "letterbox")
-    with pytest.raises(ConfigError, match="resize=stretch, but the model was trained on image_size=32, "
-                                          "resize=letterbox; drop data.resize"):
-        evaluate(_eval_cfg(tmp_path, *other_data, "data.resize=stretch"))
+    contradictions = {"another source": [*other_data, "data.resize=stretch"],
+                      "the run's own data": [f"ckpt={ckpt}", "+data.resize=stretch"]}
+    for overrides in contradictions.values():
+        with pytest.raises(ConfigError, match="resize=stretch, but the model was trained on image_size=32, "
+                                              "resize=letterbox; drop data.resize"):
+            evaluate(_eval_cfg(tmp_path, *overrides))
+    experiment = _client(tmp_path).get_experiment_by_name("evaluate")
+    assert experiment is None or not _client(tmp_path).search_runs([experiment.experiment_id]), "no run was opened"
 
 
 @pytest.mark.parametrize(("typo", "named"), [("+data.batch_sise=3", "+data.batch_sise is a setting no data set reads"),

@@ -31,7 +31,8 @@ def test_a_hot_pixel_misleads_the_maximum_but_not_the_top_k_mean() -> None:
         m[5, 5] = 0.99
     for m in bad:
         m[10:20, 10:20] = 0.8
-    result = _image_scores().aurocs(good + bad, np.array([False] * 3 + [True] * 3))
+    module = _image_scores()
+    result = module.aurocs([module.scores(m) for m in good + bad], np.array([False] * 3 + [True] * 3))
     assert result["top1"] == 0.0
     assert result["top50"] == result["area@0.5"] == 1.0
     assert result["area@0.9"] == 0.0  # no bad pixel reaches 0.9: ties at 0 lose to the hot pixels

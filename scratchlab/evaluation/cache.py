@@ -261,11 +261,6 @@ def compute_predictions(source: ModelSource, cfg: DictConfig, split: str, device
     if len(names) != len(source.class_names):
         raise ConfigError(f"the model was trained on {len(source.class_names)} classes "
                           f"({', '.join(source.class_names)}) but data={cfg.data.name} has {len(names)}")
-    wanted, got = source.spec.preprocess, dm.preprocess
-    if (got.image_size, got.resize) != (wanted.image_size, wanted.resize):
-        raise ConfigError(f"data={cfg.data.name} prepares images with image_size={got.image_size}, "
-                          f"resize={got.resize}, but the model was trained on image_size={wanted.image_size}, "
-                          f"resize={wanted.resize}; drop data.resize (or set data.resize={wanted.resize})")
     pad = dm.preprocess.resize == "pad"
     dataset = ImageDataset(dm.splits[split], build_transform(dm.preprocess), dm.mask_threshold, dm.preprocess)
     loader = DataLoader(dataset, batch_size=int(cfg.data.batch_size), shuffle=False,

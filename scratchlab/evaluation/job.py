@@ -29,6 +29,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from scratchlab.checkpoints import write_operating_point
 from scratchlab.config import require_complete
 from scratchlab.config_schema import unknown_partial_data_settings
+from scratchlab.data.transforms import Preprocess
 from scratchlab.errors import ConfigError
 from scratchlab.evaluation.cache import ModelSource, Predictions, get_predictions
 from scratchlab.evaluation.operating_point import (
@@ -169,7 +170,8 @@ def find_target(cfg: DictConfig, client: MlflowClient, uri: str, source: ModelSo
 def evaluation_config(source: ModelSource, cfg: DictConfig) -> DictConfig:
     """The run's config with this machine's ``paths`` and the evaluation ``data``: the run's own, a composed
     ``data=OPTION`` (has a ``source``) in its place, or partial ``+data.KEY=VALUE`` values merged onto it.
-    A composed option resizes images as the model was trained to, unless it sets ``data.resize`` itself."""
+    A composed option resizes images as the model was trained to, unless it sets ``data.resize`` itself; a
+    preprocessing other than the model's is an error."""
     run_cfg = OmegaConf.create(source.config)
     with open_dict(run_cfg):
         run_cfg.paths = OmegaConf.create(OmegaConf.to_container(cfg.paths, resolve=True))
@@ -187,6 +189,11 @@ def evaluation_config(source: ModelSource, cfg: DictConfig) -> DictConfig:
         if str(cfg.split) != "train" and run_cfg.data.get("synthetic_fraction"):
             run_cfg.data.synthetic_fraction = 0.0  # synthetic images join the train split only: skip making them
     require_complete(run_cfg)
+    wanted, got = source.spec.preprocess, Preprocess.from_run_config(run_cfg)
+    if (got.image_size, got.resize) != (wanted.image_size, wanted.resize):
+        raise ConfigError(f"data={run_cfg.data.name} prepares images with image_size={got.image_size}, "
+                          f"resize={got.resize}, but the model was trained on image_size={wanted.image_size}, "
+                          f"resize={wanted.resize}; drop data.resize (or set data.resize={wanted.resize})")
     return run_cfg
 
 
