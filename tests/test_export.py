@@ -57,6 +57,7 @@ def test_exported_model_decides_like_the_checkpoint(models: dict[str, Path], exp
                         .predict_batch(images)})
         assert len(areas) > 1, "the odd images must differ in scratch area"
         overrides["min_area"] = max(1, areas[len(areas) // 2])
+        overrides["score_top_k"] = 7  # the image score travels with the file too
     ckpt = Predictor.from_checkpoint(models[name], overrides).predict_batch(images)
     other = Predictor.from_exported(exported[name, fmt], overrides)
     assert other.decision == Predictor.from_checkpoint(models[name], overrides).decision
@@ -65,6 +66,7 @@ def test_exported_model_decides_like_the_checkpoint(models: dict[str, Path], exp
     assert [a.decision for a in ckpt] == [b.decision for b in preds]
     assert {a.decision for a in ckpt} == {"bad", "good"}
     if name == "unet":
+        assert {a.score_name for a in ckpt} == {b.score_name for b in preds} == {"top7_mean_probability"}
         for a, b in zip(ckpt, preds):
             assert b.mask.shape == a.mask.shape == a.image_size
             assert np.abs(a.probability - b.probability).max() < 1e-4
