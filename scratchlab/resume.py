@@ -7,6 +7,7 @@ run continues exactly where the uninterrupted one would have been.
 """
 from __future__ import annotations
 
+import logging
 import random
 import shlex
 import signal
@@ -22,6 +23,7 @@ import torch
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig, OmegaConf
+from pytorch_lightning.trainer.connectors import signal_connector
 
 from scratchlab.errors import ConfigError
 
@@ -47,13 +49,30 @@ class Interrupted(BaseException):
         return 128 + self.signum  # the shell's convention: 130 for SIGINT, 143 for SIGTERM
 
 
+class _InterruptState:
+    """Whether interrupts wait (:func:`defer_interrupts`) and the signal that waits."""
+    deferred = False
+    pending: int | None = None
+
+
 @contextmanager
 def signals_interrupt() -> Iterator[None]:
-    """SIGINT and SIGTERM raise :class:`Interrupted` in the main thread while the block runs."""
+    """SIGINT and SIGTERM raise :class:`Interrupted` in the main thread while the block runs; while interrupts
+    are deferred, the first one waits for :func:`release_interrupts` and a second one raises at once.
+
+    The handler does no I/O: Lightning's own SIGTERM handler, which runs before it, is kept from logging, since
+    a signal that lands while the same log file is being written would make that write re-entrant."""
     def handler(signum: int, frame: Any) -> None:
+        if _InterruptState.deferred and _InterruptState.pending is None:
+            _InterruptState.pending = signum
+            return
+        _InterruptState.deferred, _InterruptState.pending = False, None
         raise Interrupted(signum)
 
+    lightning_log = logging.getLogger(signal_connector.__name__)
+    level = lightning_log.level
     previous = {sig: signal.getsignal(sig) for sig in SIGNAL_NAMES}
+    lightning_log.setLevel(logging.WARNING)
     for sig in SIGNAL_NAMES:
         signal.signal(sig, handler)
     try:
@@ -61,6 +80,21 @@ def signals_interrupt() -> Iterator[None]:
     finally:
         for sig, old in previous.items():
             signal.signal(sig, old)
+        lightning_log.setLevel(level)
+        _InterruptState.deferred, _InterruptState.pending = False, None
+
+
+def defer_interrupts() -> None:
+    """Let an interrupt wait until :func:`release_interrupts`: for work that must not stop half-done."""
+    _InterruptState.deferred = True
+
+
+def release_interrupts(*, raise_pending: bool = True) -> None:
+    """End :func:`defer_interrupts`; raise the interrupt that waited, if any (and ``raise_pending``)."""
+    signum = _InterruptState.pending
+    _InterruptState.deferred, _InterruptState.pending = False, None
+    if signum is not None and raise_pending:
+        raise Interrupted(signum)
 
 
 class ResumeState(pl.Callback):

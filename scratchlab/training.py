@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import signal
 import sys
 from pathlib import Path
 
@@ -15,6 +16,7 @@ from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig, open_dict
 from pytorch_lightning.callbacks import Callback, ModelCheckpoint
 from pytorch_lightning.loggers import MLFlowLogger
+from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 from scratchlab.builders import build_datamodule, build_task, model_task
 from scratchlab.checkpoints import save_checkpoint
@@ -118,9 +120,10 @@ def run_training(cfg: DictConfig) -> dict[str, float]:
                 try:
                     trainer.fit(task, datamodule=datamodule, ckpt_path=str(point.checkpoint) if point else None,
                                 weights_only=True)
-                except Interrupted as err:
+                except (Interrupted, SIGTERMException) as caught:  # Lightning's own, once a deferred SIGTERM waits
+                    err = caught if isinstance(caught, Interrupted) else Interrupted(signal.SIGTERM)
                     _log_last_checkpoint(run, checkpoint, err)
-                    raise
+                    raise err from None
             if pruning is not None and pruning.pruned:
                 _log_training_curves(run)
                 raise optuna.TrialPruned(f"pruned after epoch {trainer.current_epoch}")

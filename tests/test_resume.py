@@ -7,13 +7,20 @@ import os
 import signal
 import subprocess
 import sys
+import logging
 import time
 from pathlib import Path
 
 import mlflow
 import pytest
+import pytorch_lightning as pl
+import torch
 from mlflow.tracking import MlflowClient
+from pytorch_lightning.trainer.connectors import signal_connector
 
+from scratchlab.config import compose
+from scratchlab.resume import Interrupted, defer_interrupts, release_interrupts, signals_interrupt
+from scratchlab.training import run_training
 from tests.conftest import cli_env, run_cli, tiny_overrides
 
 EPOCHS = 6
@@ -128,6 +135,72 @@ def test_resume_continues_the_run_and_matches_an_uninterrupted_one(tmp_path: Pat
     assert [v for _, v in resumed_curve] == pytest.approx([v for _, v in straight_curve], abs=1e-6)
     for key in ("test/acc", "test/auroc", "test/loss"):
         assert run.data.metrics[key] == pytest.approx(reference.data.metrics[key], abs=1e-6), key
+
+
+class SignalAfterValidation(pl.Callback):
+    """Sends this process SIGTERM once epoch ``epoch``'s validation metrics are logged, before its ``last.ckpt``
+    is written (checkpoint callbacks run after every other one)."""
+
+    def __init__(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.current_epoch == self.epoch and not trainer.sanity_checking:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+
+def test_an_interrupt_between_logged_metrics_and_checkpoint_waits_for_the_checkpoint(tmp_path: Path,
+                                                                                      tiny_dataset: Path) -> None:
+    """Epoch 1's validation is logged when the signal lands: the run stops only once epoch 1's last.ckpt is
+    written, so the resumed run neither repeats that validation nor loses one."""
+    overrides = [*_overrides(tmp_path, tiny_dataset, "interrupted"),
+                 f"+callbacks.signal._target_={__name__}.SignalAfterValidation", "+callbacks.signal.epoch=1"]
+    with pytest.raises(Interrupted):
+        run_training(compose("train", overrides))
+    run = _only_run(tmp_path)
+    last = Path(run.data.tags["last_checkpoint"])
+    assert run.info.status == "KILLED" and torch.load(last, weights_only=True)["epoch"] == 1
+    run_training(compose("train", [*overrides, f"resume={run.info.run_id}"]))
+    history = MlflowClient().get_metric_history(run.info.run_id, "val/loss")
+    assert len(history) == len({m.step for m in history}) == EPOCHS
+
+
+def test_an_interrupt_waits_while_deferred_and_a_second_one_does_not() -> None:
+    with signals_interrupt():
+        defer_interrupts()
+        os.kill(os.getpid(), signal.SIGTERM)
+        with pytest.raises(Interrupted) as waited:
+            release_interrupts()
+        assert waited.value.exit_code == 143
+        defer_interrupts()
+        os.kill(os.getpid(), signal.SIGINT)
+        with pytest.raises(Interrupted) as second:
+            os.kill(os.getpid(), signal.SIGTERM)
+        assert second.value.exit_code == 143
+        release_interrupts()  # nothing waits any more
+
+
+def test_lightning_logs_nothing_from_its_sigterm_handler() -> None:
+    """Logging from a signal handler that lands while the same log file is written fails with 're-entrant call'
+    and a traceback; with scratchlab's handlers in place, Lightning's handler does not log."""
+    records: list[logging.LogRecord] = []
+    collect = logging.Handler()
+    collect.emit = records.append
+    lightning_log = logging.getLogger(signal_connector.__name__)
+    lightning_log.addHandler(collect)
+    trainer = pl.Trainer(logger=False, enable_checkpointing=False, enable_progress_bar=False)
+    try:
+        with signals_interrupt():
+            trainer._signal_connector.register_signal_handlers()
+            try:
+                with pytest.raises(Interrupted):
+                    os.kill(os.getpid(), signal.SIGTERM)
+            finally:
+                trainer._signal_connector.teardown()
+        lightning_log.info("after the block")
+    finally:
+        lightning_log.removeHandler(collect)
+    assert [r.getMessage() for r in records] == ["after the block"]
 
 
 def test_concurrent_runs_share_only_the_mlflow_store(tmp_path: Path, tiny_dataset: Path) -> None:
