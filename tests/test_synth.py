@@ -28,6 +28,7 @@ from scratchlab.data.synth import (
 from scratchlab.data.synth import geometry
 from scratchlab.data.synth import writer as writer_mod
 from scratchlab.data.synth.appearance import grain_angle
+from scratchlab.data.synth.metal import _part_ends
 from scratchlab.data.synth.params import params_from_dict, params_to_dict, tile_cracks
 from scratchlab.data.types import BINARY_CLASSES
 from scratchlab.errors import ConfigError, DataError
@@ -397,3 +398,26 @@ def test_cracks_follow_the_grain_of_a_streaked_surface() -> None:
             tile_cracks(), count=(1, 1), length=(0.3, 0.3)), "crack").mask) for s in range(20)]
         near = [abs((a - along + 90) % 180 - 90) < 25 for a in angles]
         assert sum(near) >= 12, angles  # 70% along the grain; random directions would give about 28%
+
+
+def test_cracks_run_in_from_the_parts_end_with_end_prob() -> None:
+    """``end_prob=1`` anchors every crack at the part's end (the image border across the grain when no edge is
+    in view), so each bad image's mask reaches that border; by default cracks lie anywhere on the part."""
+    base = MetalParams(jpeg_prob=0.0, crack_prob=1.0, band_prob=0.0, edge_prob=0.0,
+                       crack=dataclasses.replace(MetalParams().crack, count=(1, 1), length=(0.1, 0.2), patch_prob=0.0))
+
+    def reaches_border(p: MetalParams, seed: int) -> bool:
+        mask = render_metal(seed, True, p).mask > 0
+        if not mask.any():  # a crack too faint to show: the writer draws such an image again
+            return True
+        return bool(mask[:2].any() or mask[-2:].any() or mask[:, :2].any() or mask[:, -2:].any())
+
+    seeds = range(16)
+    assert all(reaches_border(dataclasses.replace(base, end_prob=1.0), s) for s in seeds)
+    assert sum(reaches_border(base, s) for s in seeds) <= 8  # short cracks anywhere rarely touch the border
+    on = np.ones((20, 30), bool)
+    on[:6] = False  # the part's edge runs across the grain (vertical) at row 6: the part ends there, not at row 0
+    ends = np.unravel_index(_part_ends(on, vertical=True), on.shape)
+    assert set(ends[0]) == {6, 19} and len(ends[0]) == 60
+    ends = np.unravel_index(_part_ends(on, vertical=False), on.shape)
+    assert set(ends[1]) == {0, 29} and set(ends[0]) == set(range(6, 20))

@@ -58,12 +58,15 @@ def place_scratches(
     params: ScratchParams,
     sensitivity: np.ndarray,
     angle: Callable[[np.random.Generator], float] | None = None,
+    ends: np.ndarray | None = None,
+    end_prob: float = 0.0,
 ) -> list[np.ndarray]:
     """Damage maps of the strokes (and maybe one scuffed patch) of one bad image.
 
     ``sensitivity`` is how many gray levels full damage would change each pixel; strokes are anchored
     on sensitive pixels and re-drawn until they change at least ``params.min_changed`` of them by more
-    than ``params.change_tol`` (the best try is kept if none does).
+    than ``params.change_tol`` (the best try is kept if none does). With ``ends`` (flat pixel indices of
+    the part's ends) a stroke is anchored there with chance ``end_prob``, so that it runs in from the end.
     """
     tol = params.change_tol
     hot = np.flatnonzero(sensitivity > max(2.0 * tol, 0.5 * float(sensitivity.max())))
@@ -71,8 +74,8 @@ def place_scratches(
         hot = np.arange(sensitivity.size)
     w = shape[1]
 
-    def anchor() -> tuple[float, float]:
-        i = int(hot[rng.integers(hot.size)])
+    def anchor(pool: np.ndarray) -> tuple[float, float]:
+        i = int(pool[rng.integers(pool.size)])
         return i % w + rng.uniform(-0.5, 0.5), i // w + rng.uniform(-0.5, 0.5)
 
     def changed(damage: np.ndarray) -> int:
@@ -80,10 +83,12 @@ def place_scratches(
 
     maps: list[np.ndarray] = []
     for _ in range(geometry.stroke_count(rng, params)):
+        # no draw without ends: every image of a generator that never asks for them stays as it was
+        pool = ends if ends is not None and ends.size and rng.uniform() < end_prob else hot
         best, best_n = None, -1
         for _ in range(params.max_tries):
             theta = angle(rng) if angle is not None else rng.uniform(0, math.pi)
-            damage = geometry.stroke(rng, shape, params, anchor(), theta)
+            damage = geometry.stroke(rng, shape, params, anchor(pool), theta)
             n = changed(damage)
             if n > best_n:
                 best, best_n = damage, n
@@ -91,7 +96,7 @@ def place_scratches(
                 break
         maps.append(best)
     if rng.uniform() < params.patch_prob:
-        maps.append(geometry.scuff_patch(rng, shape, params, anchor()))
+        maps.append(geometry.scuff_patch(rng, shape, params, anchor(hot)))
     return maps
 
 

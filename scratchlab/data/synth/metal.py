@@ -140,6 +140,21 @@ def _part_edge(rng: np.random.Generator, shape: tuple[int, int], depth: tuple[fl
     return inside, (background * (1 - inside) + rim * inside).astype(np.float32)
 
 
+def _part_ends(on: np.ndarray, vertical: bool) -> np.ndarray:
+    """Flat indices of the part's ends: the first and last pixel of the part (``on``) on every line along the
+    grain (columns when it runs vertically, else rows), where the image border or the part's edge cuts it off."""
+    h, w = on.shape
+    lines = on if vertical else on.T  # lines along the grain are columns of ``lines``
+    present = lines.any(axis=0)
+    first = np.argmax(lines, axis=0)
+    last = lines.shape[0] - 1 - np.argmax(lines[::-1], axis=0)
+    across = np.flatnonzero(present)
+    along = np.concatenate([first[present], last[present]])
+    across = np.concatenate([across, across])
+    ys, xs = (along, across) if vertical else (across, along)
+    return np.unique(ys * w + xs)
+
+
 def render_metal(seed: int, bad: bool, params: MetalParams | None = None) -> SynthResult:
     """One rolled-steel photo; ``bad`` ones get scratches, masked where the photo changed."""
     p = params or MetalParams()
@@ -194,7 +209,8 @@ def render_metal(seed: int, bad: bool, params: MetalParams | None = None) -> Syn
     cracks = bool(scratch_rng.uniform() < p.crack_prob)
     shape = p.crack if cracks else p.scratch
     sensitivity = np.full((h, w), contrast, np.float32) * (1.0 if edge is None else edge[0])  # on the part only
-    maps = place_scratches(scratch_rng, (h, w), shape, sensitivity, angle)
+    ends = _part_ends(sensitivity > 0, vertical) if p.end_prob > 0 else None
+    maps = place_scratches(scratch_rng, (h, w), shape, sensitivity, angle, ends, p.end_prob)
     scratched = surface
     for damage in maps:
         bright = not cracks and bool(scratch_rng.uniform() < p.bright_prob)

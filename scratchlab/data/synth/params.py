@@ -133,6 +133,7 @@ class MetalParams:
     band_length: tuple[float, float] = (0.8, 1.5)  # its length, fraction of the image diagonal (log-uniform)
     band_strength: tuple[float, float] = (1.2, 3.0)  # its brightness, times the scratch contrast
     crack_prob: float = 0.25  # chance a bad image's grooves are meandering dark cracks (shape: ``crack``) instead
+    end_prob: float = 0.0  # chance a stroke runs in from the part's end (its first or last pixel across the grain)
     # domain randomisation and hard negatives (in good and bad images alike)
     gamma: tuple[float, float] = (0.7, 1.4)  # camera response exponent
     pits: tuple[int, int] = (0, 10)  # small dark pits (1-2 px) per image
