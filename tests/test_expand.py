@@ -13,7 +13,7 @@ from scratchlab.data.io import read_image, read_mask
 from scratchlab.data.sources.folder import FolderSource
 from scratchlab.data.synth.engine import change_mask
 from scratchlab.data.synth.expand import expand_folder
-from scratchlab.data.synth.params import ScratchParams
+from scratchlab.data.synth.params import text_strokes
 from scratchlab.data.transforms import Preprocess
 from scratchlab.data.types import Sample, SampleIndex
 from scratchlab.errors import ConfigError, DataError
@@ -84,10 +84,14 @@ def test_synth_cli_writes_a_trainable_folder_dataset(synth_out, tmp_path: Path) 
         assert bad.shape == good.shape and mask.shape == good.shape[:2] and set(np.unique(mask)) <= {0, 255}
         changed = (bad != good).any(axis=2)
         assert changed.any() and not (changed & (mask == 0)).any(), "a pixel changed outside the mask"
-        # the mask is the engine's: changed pixels (> change_tol levels), dilated, closed; nothing else
-        sp = ScratchParams()
-        assert any((change_mask(good, bad, sp.change_tol, d, sp.mask_close) == mask).all()
-                   for d in range(sp.mask_dilate[0], sp.mask_dilate[1] + 1))
+        # the mask is the engine's for printed codes: changed pixels (> change_tol levels) and each stroke's path
+        # between them, dilated; every region of it holds changed pixels
+        sp = text_strokes()
+        assert sp.mask_span and any(
+            not ((change_mask(good, bad, sp.change_tol, d, sp.mask_close) > 0) & (mask == 0)).any()
+            for d in range(sp.mask_dilate[0], sp.mask_dilate[1] + 1))
+        n, labels = cv2.connectedComponents((mask > 0).astype(np.uint8))
+        assert set(np.unique(labels[changed])) == set(range(1, n))
         assert len(rec["boxes"]) == len(rec["polygons"]) >= 1
     # deterministic by seed: the same arguments give the same bytes, another seed other images
     again = expand_folder(goods, tmp_path / "again", 8, seed=5, progress=False)

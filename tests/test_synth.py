@@ -26,6 +26,7 @@ from scratchlab.data.synth import (
     write_synthetic_dataset,
 )
 from scratchlab.data.synth import geometry
+from scratchlab.data.synth.engine import stroke_spans
 from scratchlab.data.synth import writer as writer_mod
 from scratchlab.data.synth.appearance import grain_angle
 from scratchlab.data.synth.metal import _part_ends
@@ -72,7 +73,9 @@ def _assert_annotations_cover_mask(result: SynthResult) -> None:
 
 @pytest.mark.parametrize("kind", ["text", "metal"])
 def test_render_masks_exactly_the_change(kind: str) -> None:
+    """Without ``mask_span`` (the printed codes' path-long masks: tested below) a mask is the changed pixels."""
     params = dataclasses.replace(TextParams() if kind == "text" else MetalParams(), jpeg_prob=0.0)
+    params = dataclasses.replace(params, scratch=dataclasses.replace(params.scratch, mask_span=False))
     for seed in range(12):  # lossless storage: JPEG's own change is tested in test_data_statistics
         good, bad = (RENDERERS[kind](seed, b, params) for b in (False, True))
         assert good.image.shape == bad.image.shape and good.image.dtype == np.uint8 and good.image.shape[2] == 3
@@ -421,3 +424,31 @@ def test_cracks_run_in_from_the_parts_end_with_end_prob() -> None:
     assert set(ends[0]) == {6, 19} and len(ends[0]) == 60
     ends = np.unravel_index(_part_ends(on, vertical=False), on.shape)
     assert set(ends[1]) == {0, 29} and set(ends[0]) == set(range(6, 20))
+
+
+def test_a_span_runs_along_a_stroke_between_its_changed_pixels() -> None:
+    """``stroke_spans``: a horizontal stroke over two ink blocks changed pixels on both; its span covers the
+    paper between them and stops at the outer ends of the change, not at the stroke's own ends."""
+    damage = np.zeros((40, 120), np.float32)
+    damage[19:22, 5:115] = 1.0
+    changed = np.zeros((40, 120), bool)
+    changed[19:22, 30:40] = changed[19:22, 70:80] = True
+    span = stroke_spans(changed, [damage])
+    assert span[20, 30:80].all() and not span[20, :29].any() and not span[20, 81:].any()
+    assert not span[:19].any() and not span[22:].any()
+    assert not stroke_spans(changed, [np.zeros_like(damage)]).any()  # a stroke that changed nothing spans nothing
+
+
+def test_printed_code_masks_cover_each_scratch_along_its_path() -> None:
+    """The text generator's masks (``mask_span``) hold the changed pixels and more, in longer regions; the
+    image is the same either way."""
+    params = dataclasses.replace(TextParams(), jpeg_prob=0.0)
+    assert params.scratch.mask_span and params.scratch.angle_spread > 0
+    plain = dataclasses.replace(params, scratch=dataclasses.replace(params.scratch, mask_span=False))
+    longer = 0
+    for seed in range(8):
+        spanned, exact = render_text(seed, True, params), render_text(seed, True, plain)
+        assert np.array_equal(spanned.image, exact.image)
+        assert not (exact.mask.astype(bool) & ~spanned.mask.astype(bool)).any()
+        longer += int((spanned.mask > 0).sum() > (exact.mask > 0).sum())
+    assert longer >= 6

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import cv2
@@ -65,8 +65,10 @@ def place_scratches(
 
     ``sensitivity`` is how many gray levels full damage would change each pixel; strokes are anchored
     on sensitive pixels and re-drawn until they change at least ``params.min_changed`` of them by more
-    than ``params.change_tol`` (the best try is kept if none does). With ``ends`` (flat pixel indices of
-    the part's ends) a stroke is anchored there with chance ``end_prob``, so that it runs in from the end.
+    than ``params.change_tol`` (the best try is kept if none does). Without ``angle`` they run in random
+    directions, within ``params.angle_spread`` degrees of one shared direction when that is set. With ``ends``
+    (flat pixel indices of the part's ends) a stroke is anchored there with chance ``end_prob``, so that it runs
+    in from the end.
     """
     tol = params.change_tol
     hot = np.flatnonzero(sensitivity > max(2.0 * tol, 0.5 * float(sensitivity.max())))
@@ -80,6 +82,12 @@ def place_scratches(
 
     def changed(damage: np.ndarray) -> int:
         return int(np.count_nonzero(damage * sensitivity > tol))
+
+    if angle is None and params.angle_spread > 0:  # one scraping leaves near-parallel streaks
+        shared, spread = rng.uniform(0, math.pi), math.radians(params.angle_spread)
+
+        def angle(r: np.random.Generator) -> float:
+            return shared + r.normal(0.0, spread)
 
     maps: list[np.ndarray] = []
     for _ in range(geometry.stroke_count(rng, params)):
@@ -111,12 +119,36 @@ def visible_pixels(before: np.ndarray, after: np.ndarray, level: float) -> int:
     return int(np.count_nonzero(_change(before, after) >= level))
 
 
-def change_mask(before: np.ndarray, after: np.ndarray, tol: int, dilate: int, close: int = 0) -> np.ndarray:
-    """0/255 mask of the pixels that moved by more than ``tol``, dilated by ``dilate`` px.
+SPAN_LEVEL = 0.1
+"""A stroke's path is where its damage map exceeds this (its tapered tips included)."""
+
+
+def stroke_spans(changed: np.ndarray, strokes: Sequence[np.ndarray]) -> np.ndarray:
+    """Where each stroke runs between its first and last changed pixel along its length, paper it skipped
+    included: the band an annotator marks for one scratch. ``changed`` is a bool map, ``strokes`` damage maps."""
+    out = np.zeros(changed.shape, bool)
+    for damage in strokes:
+        ys, xs = np.nonzero(damage > SPAN_LEVEL)
+        hit = changed[ys, xs]
+        if np.count_nonzero(hit) < 2:
+            continue
+        points = np.stack([xs, ys], axis=1).astype(np.float64)
+        points -= points.mean(axis=0)
+        along = points @ np.linalg.svd(points, full_matrices=False)[2][0]  # position along the principal axis
+        keep = (along >= along[hit].min()) & (along <= along[hit].max())
+        out[ys[keep], xs[keep]] = True
+    return out
+
+
+def change_mask(before: np.ndarray, after: np.ndarray, tol: int, dilate: int, close: int = 0,
+                also: np.ndarray | None = None) -> np.ndarray:
+    """0/255 mask of the pixels that moved by more than ``tol`` (and those of the bool map ``also``), dilated
+    by ``dilate`` px.
 
     A closing of diameter ``close`` px then bridges the small gaps between pieces of one scratch.
     """
-    mask = (_change(before, after) > tol).astype(np.uint8) * 255
+    changed = _change(before, after) > tol
+    mask = (changed if also is None else changed | also).astype(np.uint8) * 255
     if dilate > 0 and mask.any():
         k = 2 * dilate + 1
         mask = cv2.dilate(mask, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (k, k)))
@@ -143,10 +175,13 @@ def annotate(mask: np.ndarray) -> tuple[list[list[tuple[float, float]]], list[Bo
     return polygons, boxes
 
 
-def finish(clean: np.ndarray, scratched: np.ndarray, params: ScratchParams, rng: np.random.Generator) -> SynthResult:
-    """Result of a scratched RGB image: its mask is the (dilated) set of pixels that changed."""
+def finish(clean: np.ndarray, scratched: np.ndarray, params: ScratchParams, rng: np.random.Generator,
+           strokes: Sequence[np.ndarray] = ()) -> SynthResult:
+    """Result of a scratched RGB image: its mask is the (dilated) set of pixels that changed, and with
+    ``params.mask_span`` the path of each of the ``strokes`` (damage maps) between its changed pixels."""
     dilate = int(rng.integers(params.mask_dilate[0], params.mask_dilate[1] + 1))
-    mask = change_mask(clean, scratched, params.change_tol, dilate, params.mask_close)
+    spans = stroke_spans(_change(clean, scratched) > params.change_tol, strokes) if params.mask_span else None
+    mask = change_mask(clean, scratched, params.change_tol, dilate, params.mask_close, spans)
     polygons, boxes = annotate(mask)
     return SynthResult(scratched, mask, polygons, boxes)
 
@@ -174,8 +209,8 @@ def apply_scratches(
         sensitivity = ink * np.maximum(paper - gray, 0.0)
         if float(sensitivity.max()) <= 2 * params.change_tol:
             raise DataError("apply_scratches(appearance='ink') found no dark print to scrape in this image")
-        damage = np.maximum.reduce(place_scratches(rng, shape, params, sensitivity))
-        delta = app.scrape_photo(gray, damage, ink, paper) - gray
+        maps = place_scratches(rng, shape, params, sensitivity)
+        delta = app.scrape_photo(gray, np.maximum.reduce(maps), ink, paper) - gray
     else:
         texture = gray - cv2.GaussianBlur(gray, (0, 0), 3.0)
         texture /= max(float(texture.std()), 1e-3)
@@ -194,4 +229,4 @@ def apply_scratches(
             delta += app.metal_scratch(gray, damage, texture, contrast, bright) - gray
     delta = app.photographic(delta, rng)
     scratched = np.clip(np.rint(rgb.astype(np.float32) + delta[:, :, None]), 0, 255).astype(np.uint8)
-    return finish(rgb, scratched, params, rng)
+    return finish(rgb, scratched, params, rng, maps)

@@ -27,7 +27,14 @@ from scratchlab.data.io import IMAGE_EXTENSIONS, list_images, read_image
 from scratchlab.data.synth import appearance as app
 from scratchlab.data.synth.copy_paste import CopyPasteParams, ScratchBank, paste_scratches
 from scratchlab.data.synth.engine import annotate, apply_scratches
-from scratchlab.data.synth.params import MetalParams, ScratchParams, params_from_dict, params_to_dict, tile_cracks
+from scratchlab.data.synth.params import (
+    MetalParams,
+    ScratchParams,
+    params_from_dict,
+    params_to_dict,
+    text_strokes,
+    tile_cracks,
+)
 from scratchlab.data.synth.writer import move_into_place
 from scratchlab.data.types import Box, Sample
 from scratchlab.errors import ConfigError, DataError
@@ -45,7 +52,7 @@ _TRIES = 8
 
 def scratch_params(appearance: str) -> ScratchParams:
     """The scratch shapes matched to real data for each appearance (printed codes / metal / cracks)."""
-    return {"metal": MetalParams().scratch, "crack": tile_cracks()}.get(appearance) or ScratchParams()
+    return {"metal": MetalParams().scratch, "crack": tile_cracks()}.get(appearance) or text_strokes()
 
 
 def save_image(path: Path, image: np.ndarray) -> None:

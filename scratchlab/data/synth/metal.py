@@ -222,6 +222,7 @@ def render_metal(seed: int, bad: bool, params: MetalParams | None = None) -> Syn
         damage = cv2.GaussianBlur(damage, (0, 0), float(scratch_rng.uniform(1.5, 3.5)))
         strength = float(scratch_rng.uniform(*p.band_strength))
         scratched = app.metal_scratch(scratched, damage * strength, texture, contrast, True)
-    result = finish(clean, to_rgb(photo(scratched)), p.scratch, scratch_rng)
+        maps.append(damage)
+    result = finish(clean, to_rgb(photo(scratched)), p.scratch, scratch_rng, maps)
     result.image = stored(result.image)
     return result

@@ -34,21 +34,23 @@ class ScratchParams:
     count_p: float = 0.3  # success probability of that geometric draw (higher: fewer strokes)
     width: tuple[float, float] = (1.0, 5.0)  # stroke width, px
     width_power: float = 1.0  # >1 skews widths towards the thin end
-    length: tuple[float, float] = (0.05, 0.8)  # stroke length, fraction of the image diagonal (log-uniform)
-    curvature: float = 0.2  # Bezier control-point offset, fraction of the length (std)
+    length: tuple[float, float] = (0.1, 0.9)  # stroke length, fraction of the image diagonal (log-uniform)
+    angle_spread: float = 0.0  # strokes of one image run this close (std, degrees) to one direction (0: each its own)
+    curvature: float = 0.06  # Bezier control-point offset, fraction of the length (std)
     jitter: float = 0.5  # low-frequency sideways wobble of the centre line, px (std)
     meander: float = 0.0  # high-frequency sideways zigzag of the centre line (cracks), px (std)
     taper: float = 0.25  # fraction of the length over which each end thins to a point
-    strength: tuple[float, float] = (0.4, 0.95)  # fraction of ink/texture removed at the stroke centre
+    strength: tuple[float, float] = (0.3, 0.9)  # fraction of ink/texture removed at the stroke centre
     strength_wobble: float = 0.3  # relative variation of the strength along a stroke
-    patch_prob: float = 0.3  # chance of one small scuffed patch per image
+    patch_prob: float = 0.1  # chance of one small scuffed patch per image
     patch_radius: tuple[float, float] = (4.0, 12.0)  # radius of a scuffed patch, px
     patch_strokes: tuple[int, int] = (6, 25)  # tiny strokes in a patch
     min_changed: int = 12  # a stroke that changes fewer pixels is re-drawn elsewhere
     max_tries: int = 12  # re-draws per stroke before giving up on it
     change_tol: int = 6  # a pixel counts as changed when it moved by more than this (0-255)
     mask_dilate: tuple[int, int] = (1, 2)  # dilation of the changed pixels into the mask, px
-    mask_close: int = 13  # closing diameter that bridges gaps within one scratch, px (0: off)
+    mask_close: int = 0  # closing diameter that bridges gaps within one scratch, px (0: off)
+    mask_span: bool = False  # the mask also runs along each stroke between its first and last changed pixel
 
     def __post_init__(self) -> None:
         _require_draws("scratch.max_tries", self.max_tries)
@@ -95,7 +97,7 @@ class TextParams:
     fibres: tuple[int, int] = (0, 2)  # thin curved hairs / paper fibres per image
     voids: tuple[int, int] = (0, 3)  # small print voids (ink missing from birth, round, 1-3 px) per image
     label_edge_prob: float = 0.2  # chance the label's straight edge crosses the photo, background beyond
-    scratch: ScratchParams = field(default_factory=ScratchParams)
+    scratch: ScratchParams = field(default_factory=lambda: text_strokes())  # a lambda: defined below
     # a bad photo shows its damage: its scratches are re-drawn (up to visible_tries times, else the most visible
     # draw is kept) until at least min_visible pixels of the photo before JPEG storage differ from the clean one
     # by visible_change gray levels or more (min_visible 0: the first draw, however faint)
@@ -151,6 +153,12 @@ class MetalParams:
     scratch: ScratchParams = field(default_factory=lambda: _metal_strokes())  # a lambda: defined below
     crack: ScratchParams = field(default_factory=lambda: dataclasses.replace(
         _metal_strokes(), width=(1.0, 2.5), curvature=0.3, jitter=2.0, meander=0.8))
+
+
+def text_strokes() -> ScratchParams:
+    """Scratches on printed codes: near-parallel streaks (one scraping), masked along their whole path as
+    annotators mark them, the paper they skipped included."""
+    return ScratchParams(angle_spread=10.0, mask_span=True)
 
 
 def _metal_strokes() -> ScratchParams:

@@ -320,15 +320,15 @@ def render_text(seed: int, bad: bool, params: TextParams | None = None) -> Synth
     scratch_rng = streams["scratch"]
     contrast = scene.ink_cov * scene.opacity * np.maximum(scene.paper - scene.ink_level, 0) * scene.light
     contrast *= (1 - scene.corner) * (1 - scene.glare)
-    best, best_n = clean, -1
+    best, best_maps, best_n = clean, [], -1
     for _ in range(p.visible_tries):  # blur and faint print can hide a scratch: re-draw until it shows
-        damage = np.maximum.reduce(place_scratches(scratch_rng, clean.shape[:2], p.scratch, contrast))
-        scratched = to_rgb(scene.compose(damage))
+        maps = place_scratches(scratch_rng, clean.shape[:2], p.scratch, contrast)
+        scratched = to_rgb(scene.compose(np.maximum.reduce(maps)))
         n = visible_pixels(clean, scratched, p.visible_change)
         if n > best_n:
-            best, best_n = scratched, n
+            best, best_maps, best_n = scratched, maps, n
         if n >= p.min_visible:
             break
-    result = finish(clean, best, p.scratch, scratch_rng)
+    result = finish(clean, best, p.scratch, scratch_rng, best_maps)
     result.image = to_rgb(stored_as_jpeg(result.image[:, :, 0], streams["jpeg"], p.jpeg_prob, p.jpeg_quality))
     return result
