@@ -189,7 +189,8 @@ def finish(clean: np.ndarray, scratched: np.ndarray, params: ScratchParams, rng:
 def apply_scratches(
     image: np.ndarray, rng: np.random.Generator, params: ScratchParams | None = None, appearance: str = "ink"
 ) -> SynthResult:
-    """Scratch any gray or RGB uint8 image; the mask is exactly the (dilated) set of changed pixels.
+    """Scratch any gray or RGB uint8 image; the mask is the (dilated) set of changed pixels, and with
+    ``params.mask_span`` each stroke's path between them.
 
     ``ink``: dark print (Otsu) is scraped towards the local paper level, paper stays untouched.
     ``metal``: bright specular lines or dark grooves anywhere, following the local texture.
