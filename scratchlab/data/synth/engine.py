@@ -140,15 +140,17 @@ def stroke_spans(changed: np.ndarray, strokes: Sequence[np.ndarray]) -> np.ndarr
     return out
 
 
-def change_mask(before: np.ndarray, after: np.ndarray, tol: int, dilate: int, close: int = 0,
-                also: np.ndarray | None = None) -> np.ndarray:
-    """0/255 mask of the pixels that moved by more than ``tol`` (and those of the bool map ``also``), dilated
-    by ``dilate`` px.
+def change_mask(before: np.ndarray, after: np.ndarray, tol: int, dilate: int, close: int = 0) -> np.ndarray:
+    """0/255 mask of the pixels that moved by more than ``tol``, dilated by ``dilate`` px.
 
     A closing of diameter ``close`` px then bridges the small gaps between pieces of one scratch.
     """
-    changed = _change(before, after) > tol
-    mask = (changed if also is None else changed | also).astype(np.uint8) * 255
+    return _grown(_change(before, after) > tol, dilate, close)
+
+
+def _grown(pixels: np.ndarray, dilate: int, close: int) -> np.ndarray:
+    """0/255 mask of the bool map ``pixels`` dilated by ``dilate`` px, then closed with diameter ``close``."""
+    mask = pixels.astype(np.uint8) * 255
     if dilate > 0 and mask.any():
         k = 2 * dilate + 1
         mask = cv2.dilate(mask, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (k, k)))
@@ -180,8 +182,10 @@ def finish(clean: np.ndarray, scratched: np.ndarray, params: ScratchParams, rng:
     """Result of a scratched RGB image: its mask is the (dilated) set of pixels that changed, and with
     ``params.mask_span`` the path of each of the ``strokes`` (damage maps) between its changed pixels."""
     dilate = int(rng.integers(params.mask_dilate[0], params.mask_dilate[1] + 1))
-    spans = stroke_spans(_change(clean, scratched) > params.change_tol, strokes) if params.mask_span else None
-    mask = change_mask(clean, scratched, params.change_tol, dilate, params.mask_close, spans)
+    changed = _change(clean, scratched) > params.change_tol
+    if params.mask_span:
+        changed |= stroke_spans(changed, strokes)
+    mask = _grown(changed, dilate, params.mask_close)
     polygons, boxes = annotate(mask)
     return SynthResult(scratched, mask, polygons, boxes)
 

@@ -143,7 +143,7 @@ def _part_edge(rng: np.random.Generator, shape: tuple[int, int], depth: tuple[fl
 def _part_ends(on: np.ndarray, vertical: bool) -> np.ndarray:
     """Flat indices of the part's ends: the first and last pixel of the part (``on``) on every line along the
     grain (columns when it runs vertically, else rows), where the image border or the part's edge cuts it off."""
-    h, w = on.shape
+    w = on.shape[1]
     lines = on if vertical else on.T  # lines along the grain are columns of ``lines``
     present = lines.any(axis=0)
     first = np.argmax(lines, axis=0)
