@@ -3,8 +3,9 @@
 The scene (font and stroke weight, paper, print and its voids, lighting and glare, dark corner or label
 edge, stray marks, dust and fibres, blur, sensor noise) is drawn once from its own random sub-streams; the
 clean and the scratched photo are composed from the same scene, so the mask holds exactly the pixels the
-scratch changed and, as annotators mark a scratch, each stroke's path between them (``mask_span``). Scratches that blur or faint print would hide are drawn again (``visible_change``,
-``min_visible``). JPEG storage, when drawn, comes after the mask is taken.
+scratch changed and, as annotators mark a scratch, each stroke's path between them (``mask_span``). Scratches
+that blur or faint print would hide are drawn again (``visible_change``, ``min_visible``). JPEG storage, when
+drawn, comes after the mask is taken.
 """
 from __future__ import annotations
 
