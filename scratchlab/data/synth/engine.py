@@ -123,9 +123,11 @@ SPAN_LEVEL = 0.1
 """A stroke's path is where its damage map exceeds this (its tapered tips included)."""
 
 
-def stroke_spans(changed: np.ndarray, strokes: Sequence[np.ndarray]) -> np.ndarray:
+def stroke_spans(changed: np.ndarray, strokes: Sequence[np.ndarray], max_gap: float | None = None) -> np.ndarray:
     """Where each stroke runs between its first and last changed pixel along its length, paper it skipped
-    included: the band an annotator marks for one scratch. ``changed`` is a bool map, ``strokes`` damage maps."""
+    included: the band an annotator marks for one scratch. ``changed`` is a bool map, ``strokes`` damage maps.
+    With ``max_gap`` (px along the stroke) a longer stretch without a changed pixel is left out: the scratch is
+    marked as separate pieces there."""
     out = np.zeros(changed.shape, bool)
     for damage in strokes:
         ys, xs = np.nonzero(damage > SPAN_LEVEL)
@@ -135,7 +137,12 @@ def stroke_spans(changed: np.ndarray, strokes: Sequence[np.ndarray]) -> np.ndarr
         points = np.stack([xs, ys], axis=1).astype(np.float64)
         points -= points.mean(axis=0)
         along = points @ np.linalg.svd(points, full_matrices=False)[2][0]  # position along the principal axis
-        keep = (along >= along[hit].min()) & (along <= along[hit].max())
+        stops = np.unique(along[hit])
+        bridged = np.diff(stops) <= (np.inf if max_gap is None else max_gap)  # between stops i and i + 1
+        i = np.searchsorted(stops, along, side="right") - 1  # the last stop at or before each pixel
+        inside = (i >= 0) & (i < len(stops) - 1)
+        keep = hit.copy()
+        keep[inside] |= bridged[i[inside]]
         out[ys[keep], xs[keep]] = True
     return out
 
@@ -184,7 +191,7 @@ def finish(clean: np.ndarray, scratched: np.ndarray, params: ScratchParams, rng:
     dilate = int(rng.integers(params.mask_dilate[0], params.mask_dilate[1] + 1))
     changed = _change(clean, scratched) > params.change_tol
     if params.mask_span:
-        changed |= stroke_spans(changed, strokes)
+        changed |= stroke_spans(changed, strokes, params.mask_span_gap)
     mask = _grown(changed, dilate, params.mask_close)
     polygons, boxes = annotate(mask)
     return SynthResult(scratched, mask, polygons, boxes)

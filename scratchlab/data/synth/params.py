@@ -51,6 +51,7 @@ class ScratchParams:
     mask_dilate: tuple[int, int] = (1, 2)  # dilation of the changed pixels into the mask, px
     mask_close: int = 0  # closing diameter that bridges gaps within one scratch, px (0: off)
     mask_span: bool = False  # the mask also runs along each stroke between its first and last changed pixel
+    mask_span_gap: float | None = None  # ...but not over a stretch longer than this without a changed pixel, px
 
     def __post_init__(self) -> None:
         _require_draws("scratch.max_tries", self.max_tries)
@@ -98,6 +99,7 @@ class TextParams:
     voids: tuple[int, int] = (0, 3)  # small print voids (ink missing from birth, round, 1-3 px) per image
     label_edge_prob: float = 0.2  # chance the label's straight edge crosses the photo, background beyond
     scratch: ScratchParams = field(default_factory=lambda: text_strokes())  # a lambda: defined below
+    code_aligned_prob: float = 0.8  # chance a bad photo's strokes run along its line of print or its stems
     # a bad photo shows its damage: its scratches are re-drawn (up to visible_tries times, else the most visible
     # draw is kept) until at least min_visible pixels of the photo before JPEG storage differ from the clean one
     # by visible_change gray levels or more (min_visible 0: the first draw, however faint)
@@ -156,9 +158,9 @@ class MetalParams:
 
 
 def text_strokes() -> ScratchParams:
-    """Scratches on printed codes: near-parallel streaks (one scraping), masked along their whole path as
-    annotators mark them, the paper they skipped included."""
-    return ScratchParams(angle_spread=10.0, mask_span=True)
+    """Scratches on printed codes: near-parallel streaks (one scraping), masked along their path as annotators
+    mark them, paper gaps of up to 20 px included (a wider gap splits the mark in two)."""
+    return ScratchParams(angle_spread=5.0, mask_span=True, mask_span_gap=20.0)
 
 
 def _metal_strokes() -> ScratchParams:

@@ -3,14 +3,16 @@
 The scene (font and stroke weight, paper, print and its voids, lighting and glare, dark corner or label
 edge, stray marks, dust and fibres, blur, sensor noise) is drawn once from its own random sub-streams; the
 clean and the scratched photo are composed from the same scene, so the mask holds exactly the pixels the
-scratch changed and, as annotators mark a scratch, each stroke's path between them (``mask_span``). Scratches
-that blur or faint print would hide are drawn again (``visible_change``, ``min_visible``). JPEG storage, when
-drawn, comes after the mask is taken.
+scratch changed and, as annotators mark a scratch, each stroke's path between them (``mask_span``; over paper
+gaps up to ``mask_span_gap`` px). A bad photo's strokes run near-parallel, most often along its line of print
+or its characters' stems (``code_aligned_prob``). Scratches that blur or faint print would hide are drawn again
+(``visible_change``, ``min_visible``). JPEG storage, when drawn, comes after the mask is taken.
 """
 from __future__ import annotations
 
 import math
 import string
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -107,6 +109,7 @@ class _Scene:
     paper: np.ndarray  # label level incl. texture
     trace: float  # how much a scratch dulls bare paper (fraction of its level)
     ink_cov: np.ndarray  # print coverage 0-1
+    code_angle: float  # direction of the line of print, radians
     opacity: np.ndarray  # print opacity 0-1
     ink_level: float
     marks: np.ndarray  # stray marks coverage 0-1
@@ -135,8 +138,9 @@ class _Scene:
         return cv2.GaussianBlur(g, (0, 0), self.blur) + self.noise
 
 
-def _place_code(rng: np.random.Generator, shape: tuple[int, int], p: TextParams) -> np.ndarray:
-    """Ink coverage of a random code, rotated, scaled and perspective-warped into the image."""
+def _place_code(rng: np.random.Generator, shape: tuple[int, int], p: TextParams) -> tuple[np.ndarray, float]:
+    """Ink coverage of a random code, rotated, scaled and perspective-warped into the image, and the angle of
+    its line of print (radians, image x towards y)."""
     h, w = shape
     code = random_code(rng)
     font_name = str(p.fonts[int(rng.integers(len(p.fonts)))])
@@ -162,7 +166,7 @@ def _place_code(rng: np.random.Generator, shape: tuple[int, int], p: TextParams)
     dst = (src - [cw / 2, ch / 2]) @ rot.T + [cx, cy]
     dst += rng.normal(0, p.perspective * min(cw, ch), dst.shape)
     m = cv2.getPerspectiveTransform(src, dst.astype(np.float32))
-    return cv2.warpPerspective(cov, m, (w, h), flags=cv2.INTER_LINEAR, borderValue=0)
+    return cv2.warpPerspective(cov, m, (w, h), flags=cv2.INTER_LINEAR, borderValue=0), theta
 
 
 def _dark_corner(rng: np.random.Generator, shape: tuple[int, int], p: TextParams, ink: np.ndarray) -> np.ndarray:
@@ -285,7 +289,7 @@ def _scene(streams: dict[str, np.random.Generator], p: TextParams) -> _Scene:
     w = int(round(sample_quantiles(layout, p.width_quantiles)))
     h = int(round(sample_quantiles(layout, p.height_quantiles)))
     shape = (h, w)
-    ink_cov = _place_code(code_rng, shape, p)
+    ink_cov, code_angle = _place_code(code_rng, shape, p)
     level = paper_rng.uniform(*p.paper)
     trace = paper_rng.uniform(*p.paper_trace)
     grain = paper_rng.uniform(*p.grain)
@@ -304,8 +308,19 @@ def _scene(streams: dict[str, np.random.Generator], p: TextParams) -> _Scene:
     blurry = optics_rng.uniform() < p.blur_prob
     blur = optics_rng.uniform(*(p.blur_sigma if blurry else p.sharp_sigma))
     noise = noise_rng.standard_normal(shape, np.float32) * np.float32(noise_rng.uniform(*p.noise))
-    return _Scene(paper, trace, ink_cov, opacity, ink_level, marks, mark_level, debris, debris_level, corner, dark,
-                  light, glare, blur, noise)
+    return _Scene(paper, trace, ink_cov, code_angle, opacity, ink_level, marks, mark_level, debris, debris_level,
+                  corner, dark, light, glare, blur, noise)
+
+
+def _scratch_angle(rng: np.random.Generator, code_angle: float,
+                   p: TextParams) -> Callable[[np.random.Generator], float] | None:
+    """Stroke directions of one bad photo: with chance ``p.code_aligned_prob`` within ``p.scratch.angle_spread``
+    degrees of the line of print or of the characters' stems (across it); else None, ``place_scratches``' own."""
+    if rng.uniform() >= p.code_aligned_prob:
+        return None
+    base = code_angle + (math.pi / 2 if rng.uniform() < 0.5 else 0.0)
+    spread = math.radians(p.scratch.angle_spread)
+    return lambda r: base + r.normal(0.0, spread)
 
 
 def render_text(seed: int, bad: bool, params: TextParams | None = None) -> SynthResult:
@@ -322,8 +337,9 @@ def render_text(seed: int, bad: bool, params: TextParams | None = None) -> Synth
     contrast = scene.ink_cov * scene.opacity * np.maximum(scene.paper - scene.ink_level, 0) * scene.light
     contrast *= (1 - scene.corner) * (1 - scene.glare)
     best, best_maps, best_n = clean, [], -1
+    angle = _scratch_angle(scratch_rng, scene.code_angle, p)
     for _ in range(p.visible_tries):  # blur and faint print can hide a scratch: re-draw until it shows
-        maps = place_scratches(scratch_rng, clean.shape[:2], p.scratch, contrast)
+        maps = place_scratches(scratch_rng, clean.shape[:2], p.scratch, contrast, angle)
         scratched = to_rgb(scene.compose(np.maximum.reduce(maps)))
         n = visible_pixels(clean, scratched, p.visible_change)
         if n > best_n:
