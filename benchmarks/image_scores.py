@@ -1,7 +1,8 @@
 """Which per-image number separates bad images from good ones best, given a segmenter's probability maps?
 On one split, the AUROC of candidate image scores of each map at the original image size: ``topK``, the mean of
 its K most probable pixels (the image score ``decision.score_top_k=K`` gives; ``top1`` is the maximum, the
-default), and ``area@T``, its pixels at or over T. Choose a score on a validation split; confirm it on the test
+default), ``area@T``, its pixels at or over T, and ``largest@T``, the largest connected region of them (the area
+rule's ``decision.area_mode=max``): a long crack against scattered hot pixels. Choose a score on a validation split; confirm it on the test
 split. The maps are the evaluation's cached predictions (the model runs once per split, then they are reused).
 
     # a sim2real.py --workdir W model: choose on its synthetic validation split, then look at the real test split
@@ -20,6 +21,7 @@ import argparse
 import sys
 from pathlib import Path
 
+import cv2
 import numpy as np
 import torch
 from torchmetrics.functional.classification import binary_auroc
@@ -39,7 +41,11 @@ AREA_THRESHOLDS = (0.5, 0.7, 0.9)
 def scores(prob_map: np.ndarray) -> dict[str, float]:
     """Every candidate image score of one (H, W) probability map."""
     out = {f"top{k}": map_score(prob_map, k)[0] for k in TOP_K}
-    out.update({f"area@{t}": float((prob_map >= t).sum()) for t in AREA_THRESHOLDS})
+    for t in AREA_THRESHOLDS:
+        on = (prob_map >= t).astype(np.uint8)
+        out[f"area@{t}"] = float(on.sum())
+        n, _, stats, _ = cv2.connectedComponentsWithStats(on, connectivity=8)
+        out[f"largest@{t}"] = float(stats[1:, cv2.CC_STAT_AREA].max()) if n > 1 else 0.0
     return out
 
 

@@ -38,6 +38,20 @@ def test_a_hot_pixel_misleads_the_maximum_but_not_the_top_k_mean() -> None:
     assert result["area@0.9"] == 0.0  # no bad pixel reaches 0.9: ties at 0 lose to the hot pixels
 
 
+def test_scattered_hot_pixels_outweigh_a_crack_in_area_but_not_in_its_largest_region() -> None:
+    """Good maps with 36 scattered pixels at 0.9, bad ones with one 20 px line: their summed area ranks the good
+    images first, the largest connected region the bad ones."""
+    good = [np.zeros((60, 60), np.float32) for _ in range(3)]
+    bad = [np.zeros((60, 60), np.float32) for _ in range(3)]
+    for m in good:
+        m[2:60:10, 2:60:10] = 0.9  # 36 isolated pixels
+    for m in bad:
+        m[30, 10:30] = 0.9
+    module = _image_scores()
+    result = module.aurocs([module.scores(m) for m in good + bad], np.array([False] * 3 + [True] * 3))
+    assert result["area@0.5"] == 0.0 and result["largest@0.5"] == 1.0
+
+
 def test_scores_every_image_of_a_split_from_cached_maps(tmp_path: Path, tiny_dataset: Path,
                                                         monkeypatch: pytest.MonkeyPatch,
                                                         capsys: pytest.CaptureFixture) -> None:
@@ -49,7 +63,8 @@ def test_scores_every_image_of_a_split_from_cached_maps(tmp_path: Path, tiny_dat
     first = capsys.readouterr().out
     assert re.search(r"test split: [1-9]\d* bad, [1-9]\d* good images", first)
     summary = dict(re.findall(r"(\S+)=(\d\.\d{4})", first.splitlines()[-1]))
-    assert set(summary) == {"top1", "top10", "top50", "top200", "area@0.5", "area@0.7", "area@0.9"}
+    assert set(summary) == {"top1", "top10", "top50", "top200", "area@0.5", "area@0.7", "area@0.9", "largest@0.5",
+                            "largest@0.7", "largest@0.9"}
     assert len(list((tmp_path / "logs" / "prediction_cache").glob("*.npz"))) == 1  # the maps, cached once ...
 
     def run_again(*_: object, **__: object) -> None:
