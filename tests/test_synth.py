@@ -214,6 +214,8 @@ def test_source_caches_by_arguments(tmp_path: Path) -> None:
     for bad in ({"scratch": {"max_tries": 0}}, {"visible_tries": 0}):  # no draw would leave a bad image unscratched
         with pytest.raises(ConfigError, match="tries"):
             SyntheticSource("text", str(tmp_path), 6, 0.5, 3, params=bad)
+    with pytest.raises(ConfigError, match="mask_span_gap"):
+        SyntheticSource("text", str(tmp_path), 6, 0.5, 3, params={"scratch": {"mask_span_gap": -5}})
 
 
 @pytest.mark.parametrize("kind", ["text", "metal"])

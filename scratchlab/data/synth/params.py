@@ -55,6 +55,10 @@ class ScratchParams:
 
     def __post_init__(self) -> None:
         _require_draws("scratch.max_tries", self.max_tries)
+        if self.mask_span_gap is not None and not (isinstance(self.mask_span_gap, (int, float))
+                                                   and self.mask_span_gap > 0):
+            raise ConfigError(f"scratch.mask_span_gap={self.mask_span_gap!r} is no gap; set it to a length in px "
+                              "> 0, or null to bridge any gap")
 
 
 @dataclass
