@@ -2,8 +2,9 @@
 On one split, the AUROC of candidate image scores of each map at the original image size: ``topK``, the mean of
 its K most probable pixels (the image score ``decision.score_top_k=K`` gives; ``top1`` is the maximum, the
 default), ``area@T``, its pixels at or over T, and ``largest@T``, the largest connected region of them (the area
-rule's ``decision.area_mode=max``): a long crack against scattered hot pixels. Choose a score on a validation split; confirm it on the test
-split. The maps are the evaluation's cached predictions (the model runs once per split, then they are reused).
+rule's ``decision.area_mode=max``): a long crack against scattered hot pixels. Choose a score on a validation
+split; confirm it on the test split. The maps are the evaluation's cached predictions (the model runs once per
+split, then they are reused).
 
     # a sim2real.py --workdir W model: choose on its synthetic validation split, then look at the real test split
     python benchmarks/image_scores.py CKPT paths.root_dir=W split=val

@@ -60,13 +60,15 @@ def place_scratches(
     angle: Callable[[np.random.Generator], float] | None = None,
     ends: np.ndarray | None = None,
     end_prob: float = 0.0,
+    direction: float | None = None,
 ) -> list[np.ndarray]:
     """Damage maps of the strokes (and maybe one scuffed patch) of one bad image.
 
     ``sensitivity`` is how many gray levels full damage would change each pixel; strokes are anchored
     on sensitive pixels and re-drawn until they change at least ``params.min_changed`` of them by more
     than ``params.change_tol`` (the best try is kept if none does). Without ``angle`` they run in random
-    directions, within ``params.angle_spread`` degrees of one shared direction when that is set. With ``ends``
+    directions, within ``params.angle_spread`` degrees of one shared direction when that is set (``direction``,
+    radians, or a random one). With ``ends``
     (flat pixel indices of the part's ends) a stroke is anchored there with chance ``end_prob``, so that it runs
     in from the end.
     """
@@ -84,7 +86,8 @@ def place_scratches(
         return int(np.count_nonzero(damage * sensitivity > tol))
 
     if angle is None and params.angle_spread > 0:  # one scraping leaves near-parallel streaks
-        shared, spread = rng.uniform(0, math.pi), math.radians(params.angle_spread)
+        shared = rng.uniform(0, math.pi) if direction is None else direction
+        spread = math.radians(params.angle_spread)
 
         def angle(r: np.random.Generator) -> float:
             return shared + r.normal(0.0, spread)

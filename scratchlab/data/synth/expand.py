@@ -71,8 +71,9 @@ class BadMaker:
 
     ``mode``: ``synthetic`` (``apply_scratches``, the mask is the engine's: the changed pixels, with
     ``mask_span`` each stroke's path between them too, and no pixel outside it changes), ``copy_paste`` (real
-    scratches from ``bank``) or ``both`` (even ``i`` synthetic, odd ``i`` copy-paste). Good images that cannot be scratched (unreadable, or without
-    dark print for ``appearance=ink``) are remembered per mode and other ones are tried.
+    scratches from ``bank``) or ``both`` (even ``i`` synthetic, odd ``i`` copy-paste). Good images that cannot
+    be scratched (unreadable, or without dark print for ``appearance=ink``) are remembered per mode and other
+    ones are tried.
     """
 
     goods: Sequence[Path]

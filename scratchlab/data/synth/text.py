@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import math
 import string
-from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -312,15 +311,12 @@ def _scene(streams: dict[str, np.random.Generator], p: TextParams) -> _Scene:
                   corner, dark, light, glare, blur, noise)
 
 
-def _scratch_angle(rng: np.random.Generator, code_angle: float,
-                   p: TextParams) -> Callable[[np.random.Generator], float] | None:
-    """Stroke directions of one bad photo: with chance ``p.code_aligned_prob`` within ``p.scratch.angle_spread``
-    degrees of the line of print or of the characters' stems (across it); else None, ``place_scratches``' own."""
+def _scratch_direction(rng: np.random.Generator, code_angle: float, p: TextParams) -> float | None:
+    """Shared stroke direction of one bad photo: with chance ``p.code_aligned_prob`` the line of print or the
+    characters' stems (across it); else None, a random one."""
     if rng.uniform() >= p.code_aligned_prob:
         return None
-    base = code_angle + (math.pi / 2 if rng.uniform() < 0.5 else 0.0)
-    spread = math.radians(p.scratch.angle_spread)
-    return lambda r: base + r.normal(0.0, spread)
+    return code_angle + (math.pi / 2 if rng.uniform() < 0.5 else 0.0)
 
 
 def render_text(seed: int, bad: bool, params: TextParams | None = None) -> SynthResult:
@@ -337,9 +333,9 @@ def render_text(seed: int, bad: bool, params: TextParams | None = None) -> Synth
     contrast = scene.ink_cov * scene.opacity * np.maximum(scene.paper - scene.ink_level, 0) * scene.light
     contrast *= (1 - scene.corner) * (1 - scene.glare)
     best, best_maps, best_n = clean, [], -1
-    angle = _scratch_angle(scratch_rng, scene.code_angle, p)
+    direction = _scratch_direction(scratch_rng, scene.code_angle, p)
     for _ in range(p.visible_tries):  # blur and faint print can hide a scratch: re-draw until it shows
-        maps = place_scratches(scratch_rng, clean.shape[:2], p.scratch, contrast, angle)
+        maps = place_scratches(scratch_rng, clean.shape[:2], p.scratch, contrast, direction=direction)
         scratched = to_rgb(scene.compose(np.maximum.reduce(maps)))
         n = visible_pixels(clean, scratched, p.visible_change)
         if n > best_n:
