@@ -9,7 +9,15 @@ import numpy as np
 import pytest
 import yaml
 
-from scratchlab.data.statistics import PRINTED_CODE_REFERENCE, comparison_table, measure, percentiles
+from scratchlab.data.statistics import (
+    PRINTED_CODE_REFERENCE,
+    SCRATCH_QUANTITIES,
+    comparison_table,
+    log_ratio,
+    measure,
+    percentiles,
+    scratch_log_ratio,
+)
 from scratchlab.data.synth.params import TextParams
 from scratchlab.data.synth.text import render_text
 
@@ -53,6 +61,20 @@ def test_measure_on_a_drawn_mask() -> None:
     assert values["region_width"][0] == pytest.approx(6, abs=1) and values["region_length"][0] == pytest.approx(40, abs=7)
     assert values["masked_level"].tolist() == [200]
     assert values["ink_level"].tolist() == [40, 40] and values["paper_level"].tolist() == [255, 255]
+
+
+def test_log_ratio_scores_how_far_percentiles_are_from_the_reference() -> None:
+    """Equal percentiles score 0, each twice the reference log(2); the table prints both per row and overall."""
+    assert log_ratio((1, 2, 4), (1, 2, 4)) == 0.0
+    assert log_ratio((2, 4, 8), (1, 2, 4)) == pytest.approx(np.log(2))
+    assert log_ratio((1, 1, 1), (2, 2, 0.5)) == pytest.approx(np.log(2))
+    doubled = {k: tuple(2 * v for v in PRINTED_CODE_REFERENCE[k]) for k in SCRATCH_QUANTITIES}
+    assert scratch_log_ratio(doubled) == pytest.approx(np.log(2))
+    assert scratch_log_ratio({"width": PRINTED_CODE_REFERENCE["width"]}) is None  # good images only
+    table = comparison_table(doubled)
+    rows = {row.split(" | ")[0]: row for row in table.splitlines()}
+    assert rows["| mask_coverage"].endswith("| 0.693 |") and rows["| width"].endswith("| - |")
+    assert table.splitlines()[-1].endswith(": 0.693")
 
 
 def test_mask_is_taken_before_jpeg() -> None:

@@ -26,6 +26,8 @@ PRINTED_CODE_REFERENCE: dict[str, tuple[float, ...]] = {
     "masked_level": (101, 143, 174, 224, 255),
 }
 """p5 p25 p50 p75 p95 of each quantity ``measure`` returns, on real printed-code photos."""
+SCRATCH_QUANTITIES = ("mask_coverage", "regions", "region_width", "region_length", "masked_level")
+"""The quantities that describe the scratches and their masks (the rest describe the scene)."""
 
 
 def _gray(image: np.ndarray) -> np.ndarray:
@@ -82,13 +84,32 @@ def percentiles(values: dict[str, np.ndarray]) -> dict[str, tuple[float, ...]]:
     return {k: tuple(float(x) for x in np.percentile(v, PERCENTILES)) for k, v in values.items() if v.size}
 
 
+def log_ratio(measured: tuple[float, ...], reference: tuple[float, ...]) -> float:
+    """Mean absolute natural-log ratio of matching percentiles: 0 when equal, about 0.1 when 10% apart."""
+    got, ref = (np.maximum(np.asarray(v, np.float64), 1e-6) for v in (measured, reference))
+    return float(np.mean(np.abs(np.log(got / ref))))
+
+
+def scratch_log_ratio(measured: dict[str, tuple[float, ...]],
+                      reference: dict[str, tuple[float, ...]] = PRINTED_CODE_REFERENCE) -> float | None:
+    """``log_ratio`` averaged over the scratch quantities (``SCRATCH_QUANTITIES``); None if one is missing."""
+    if any(k not in measured or k not in reference for k in SCRATCH_QUANTITIES):
+        return None
+    return float(np.mean([log_ratio(measured[k], reference[k]) for k in SCRATCH_QUANTITIES]))
+
+
 def comparison_table(measured: dict[str, tuple[float, ...]],
                      reference: dict[str, tuple[float, ...]] = PRINTED_CODE_REFERENCE) -> str:
-    """Markdown table of measured against reference percentiles, one row per quantity."""
+    """Markdown table of measured against reference percentiles and their ``log_ratio``, one row per quantity,
+    then the scratch quantities' mean log-ratio (when the measured set has bad images)."""
     head = " | ".join(f"p{p}" for p in PERCENTILES)
-    lines = [f"| quantity | {head} | reference {head} |", "|---" * (1 + 2 * len(PERCENTILES)) + "|"]
+    lines = [f"| quantity | {head} | reference {head} | log-ratio |", "|---" * (2 + 2 * len(PERCENTILES)) + "|"]
     for key, ref in reference.items():
         got = measured.get(key)
         cells = " | ".join(f"{v:.3g}" for v in got) if got else " | ".join("-" for _ in PERCENTILES)
-        lines.append(f"| {key} | {cells} | " + " | ".join(f"{v:.3g}" for v in ref) + " |")
+        ratio = f"{log_ratio(got, ref):.3f}" if got else "-"
+        lines.append(f"| {key} | {cells} | " + " | ".join(f"{v:.3g}" for v in ref) + f" | {ratio} |")
+    overall = scratch_log_ratio(measured, reference)
+    if overall is not None:
+        lines.append(f"mean log-ratio of the scratch quantities ({', '.join(SCRATCH_QUANTITIES)}): {overall:.3f}")
     return "\n".join(lines)

@@ -162,9 +162,11 @@ class MetalParams:
 
 
 def text_strokes() -> ScratchParams:
-    """Scratches on printed codes: near-parallel streaks (one scraping), masked along their path as annotators
-    mark them, paper gaps of up to 20 px included (a wider gap splits the mark in two)."""
-    return ScratchParams(angle_spread=5.0, mask_span=True, mask_span_gap=20.0)
+    """Scratches on printed codes: near-parallel streaks (one scraping) that scrape the ink only partly, mostly
+    thin, masked along their path as annotators mark them, paper gaps of up to 25 px included (a wider gap
+    splits the mark in two)."""
+    return ScratchParams(count=(1, 16), count_p=0.25, width_power=1.5, length=(0.1, 1.0), angle_spread=5.0,
+                         strength=(0.15, 0.6), mask_span=True, mask_span_gap=25.0)
 
 
 def _metal_strokes() -> ScratchParams:

@@ -21,7 +21,7 @@ from scratchlab.data.synth.text import render_text
 from scratchlab.data.types import BINARY_CLASSES, Box, Sample, SampleIndex
 from scratchlab.errors import ConfigError, DataError
 
-GENERATOR_VERSION = 5
+GENERATOR_VERSION = 6
 """Bumped whenever the same arguments would render different images (invalidates caches)."""
 
 KINDS: dict[str, tuple[Callable[..., SynthResult], type]] = {
