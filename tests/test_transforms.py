@@ -127,3 +127,21 @@ def test_segmenters_train_on_crops_that_keep_the_mask_exact(tmp_path: Path) -> N
             assert np.array_equal(out["mask"].numpy().astype(bool), out["image"][0].numpy() > middle)
         if height < 128 or width < 128:  # padded with the preprocessing's black
             assert (out["image"][0].numpy() < ((0.5 / 255 - pre.mean[0]) / pre.std[0])).any()
+
+
+def test_domain_randomisation_changes_pixels_but_moves_masks_only_with_flips(tmp_path: Path) -> None:
+    """augment=domain_random: images come out changed, masks as at evaluation or flipped, never cut or moved."""
+    pre = Preprocess(100, resize="letterbox")
+    train = build_transform(pre, preset(tmp_path, "domain_random"), train=True, seed=0)
+    evaluate = build_transform(pre)
+    image, mask = edge_scratch()
+    ref = evaluate(image=image, mask=mask)
+    ref_mask = ref["mask"].numpy()
+    allowed = [ref_mask, ref_mask[:, ::-1], ref_mask[::-1, :], ref_mask[::-1, ::-1]]
+    changed = 0
+    for _ in range(20):
+        out = train(image=image, mask=mask)
+        assert any(np.array_equal(out["mask"].numpy(), m) for m in allowed)
+        flips = [out["image"], out["image"].flip(-1), out["image"].flip(-2), out["image"].flip(-1).flip(-2)]
+        changed += min(float((f - ref["image"]).abs().max()) for f in flips) > 0.05
+    assert changed >= 15  # photometric change in most draws (brightness/contrast alone has p 0.8)
