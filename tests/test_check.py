@@ -16,6 +16,7 @@ from PIL import Image
 from scratchlab.data.checking import FATAL, WARNING, check_index, run_check, save_grid
 from scratchlab.data.sources.folder import FolderSource
 from scratchlab.data.splits import split_samples
+from scratchlab.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[1]
 RNG = np.random.default_rng(0)
@@ -220,3 +221,47 @@ def test_one_class_binary_set_is_fatal(tmp_path, layout, missing):
     report = check_index(FolderSource(tmp_path).load())
     assert _kinds(report) == {"empty_class": (FATAL, [])} and report.exit_code() == 2
     assert f"no {missing} images" in report.fatal[0].message
+
+
+def test_statistics_file_becomes_the_reference_of_a_later_check(tmp_path, capsys):
+    """statistics=N writes the percentiles; reference= compares another check with them (the same set: every
+    log-ratio 0); an existing output is refused before any work unless overwrite=true."""
+    clean = _clean(tmp_path / "clean")
+    first = OmegaConf.merge(_cfg(clean, tmp_path / "o1"), {"statistics": 50,
+                                                          "statistics_file": str(tmp_path / "o1" / "stats.json")})
+    assert run_check(first) == 0
+    saved = json.loads((tmp_path / "o1" / "stats.json").read_text())
+    assert saved["images"] == 6 and saved["percentiles"]["mask_coverage"][2] == pytest.approx(30 / 600)
+    capsys.readouterr()
+    again = OmegaConf.merge(_cfg(clean, tmp_path / "o2"), {"statistics": 50, "statistics_file": None,
+                                                          "reference": str(tmp_path / "o1" / "stats.json")})
+    assert run_check(again) == 0
+    out = capsys.readouterr().out
+    assert f"and of {tmp_path / 'o1' / 'stats.json'} (right)" in out
+    assert "| width | 30 | 30 | 30 | 30 | 30 | 30 | 30 | 30 | 30 | 30 | 0.000 |" in out
+    assert "masked_level): 0.000" in out
+    before = (tmp_path / "o1" / "report.txt").read_text()
+    (tmp_path / "o1" / "report.txt").write_text("kept")
+    with pytest.raises(ConfigError, match="report.txt already exists; add overwrite=true"):
+        run_check(first)
+    assert (tmp_path / "o1" / "report.txt").read_text() == "kept"
+    assert run_check(OmegaConf.merge(first, {"overwrite": True})) == 0
+    assert (tmp_path / "o1" / "report.txt").read_text() == before
+
+
+@pytest.mark.parametrize(("content", "message"), [
+    (None, "is not a file"),
+    ("{not json", "is not JSON"),
+    ('{"images": 3}', "holds no 'percentiles'"),
+    ('{"percentiles": {"hue": [1, 2, 3, 4, 5]}}', "unknown quantity 'hue'"),
+    ('{"percentiles": {"width": [1, 2, 3]}}', "width needs 5 numbers"),
+    ('{"percentiles": {"width": [1, 2, 3, 4, NaN]}}', "width needs 5 numbers"),
+])
+def test_a_broken_reference_is_one_config_error_before_any_work(tmp_path, content, message):
+    ref = tmp_path / "ref.json"
+    if content is not None:
+        ref.write_text(content)
+    cfg = OmegaConf.merge(_cfg(tmp_path / "nowhere", tmp_path / "o"), {"statistics": 5, "reference": str(ref)})
+    with pytest.raises(ConfigError, match=message) as err:
+        run_check(cfg)  # the data root does not exist: the reference is checked first
+    assert "\n" not in str(err.value) and not (tmp_path / "o").exists()

@@ -17,8 +17,17 @@ import numpy as np
 from omegaconf import DictConfig
 
 from scratchlab.data.io import file_digest, image_header, low_bits_advice, low_bits_max, read_image, read_mask
+from scratchlab.data.statistics import (
+    PRINTED_CODE_REFERENCE,
+    comparison_table,
+    load_reference,
+    measure,
+    percentiles,
+    save_percentiles,
+)
 from scratchlab.data.types import Sample, SampleIndex
 from scratchlab.errors import DataError
+from scratchlab.safe_output import refuse_existing, write_text
 from scratchlab.visualize import draw_overlay, make_grid, save_png
 
 FATAL, WARNING = "fatal", "warning"
@@ -296,28 +305,39 @@ def save_grid(index: SampleIndex, path: str | Path, n: int = 16, seed: int = 0, 
 
 
 def run_check(cfg: DictConfig) -> int:
-    """Load ``cfg.data.source``, check it, write the report and grid, print; returns the exit code."""
+    """Load ``cfg.data.source``, check it, write the report, grid and statistics file, print; returns the exit
+    code. An existing output is an error before any work unless ``overwrite=true``."""
     from hydra.utils import instantiate
 
+    statistics = int(cfg.get("statistics") or 0)
+    outputs = [cfg.get("report"), cfg.get("grid"), cfg.get("statistics_file") if statistics else None]
+    refuse_existing([Path(str(p)) for p in outputs if p], bool(cfg.get("overwrite", False)))
+    reference, reference_name = PRINTED_CODE_REFERENCE, "real printed-code photos"
+    if statistics and cfg.get("reference"):
+        reference, reference_name = load_reference(cfg.reference), str(cfg.reference)
     index = instantiate(cfg.data.source).load()
-    report = check_index(index, mask_threshold=int(cfg.data.get("mask_threshold", 128)))
+    threshold = int(cfg.data.get("mask_threshold", 128))
+    report = check_index(index, mask_threshold=threshold)
     print(report.to_text())
     if cfg.get("report"):
-        Path(cfg.report).parent.mkdir(parents=True, exist_ok=True)
-        Path(cfg.report).write_text(report.to_text(shown=None) + "\n", encoding="utf-8")
-        print(f"report: {cfg.report}")
+        full = report.to_text(shown=None) + "\n"
+        print(f"report: {write_text(Path(cfg.report), full)}")
     if cfg.get("grid") and index.samples:
         print(f"grid: {save_grid(index, cfg.grid)}")
-    if cfg.get("statistics") and index.samples:
-        print(appearance_table(index, int(cfg.statistics), int(cfg.data.get("mask_threshold", 128))))
+    if statistics and index.samples:
+        measured, n = appearance_percentiles(index, statistics, threshold)
+        print(f"appearance of {n} images (left) and of {reference_name} (right):\n"
+              + comparison_table(measured, reference))
+        if cfg.get("statistics_file"):
+            print(f"statistics: {save_percentiles(Path(cfg.statistics_file), measured, n)}  "
+                  "(reference= of a later check)")
     return report.exit_code(strict=bool(cfg.get("strict", False)))
 
 
-def appearance_table(index: SampleIndex, n: int, mask_threshold: int = 128, seed: int = 0) -> str:
-    """Appearance percentiles of up to ``n`` images (a seeded sample) beside the real printed-code set's, to
-    match the built-in generator (``data.source.params``) to your photos."""
-    from scratchlab.data.statistics import comparison_table, measure, percentiles
-
+def appearance_percentiles(index: SampleIndex, n: int, mask_threshold: int = 128,
+                           seed: int = 0) -> tuple[dict[str, tuple[float, ...]], int]:
+    """Appearance percentiles (``scratchlab.data.statistics``) of up to ``n`` images of ``index`` (a seeded
+    sample), and how many images that was."""
     rng = np.random.default_rng(seed)
     picked = [index.samples[i] for i in sorted(rng.permutation(len(index.samples))[:n])]
 
@@ -325,6 +345,4 @@ def appearance_table(index: SampleIndex, n: int, mask_threshold: int = 128, seed
         for s in picked:
             yield read_image(s.image), (read_mask(s.mask, _threshold(s, mask_threshold)) if s.mask else None)
 
-    return (f"appearance of {len(picked)} images (left) and of real printed-code photos (right):\n"
-            + comparison_table(percentiles(measure(pairs()))))
-
+    return percentiles(measure(pairs())), len(picked)

@@ -2,14 +2,21 @@
 
 ``measure`` returns per quantity the values of all images (or scratch regions); ``percentiles`` summarises
 them at p5 p25 p50 p75 p95. ``PRINTED_CODE_REFERENCE`` holds those percentiles measured on a real set of
-about 5,000 printed-code photos, the target of the built-in ``text`` generator.
+about 5,000 printed-code photos, the target of the built-in ``text`` generator; ``save_percentiles`` and
+``load_reference`` keep the percentiles of your own photos as the reference instead.
 """
 from __future__ import annotations
 
+import json
+import math
 from collections.abc import Iterable
+from pathlib import Path
 
 import cv2
 import numpy as np
+
+from scratchlab.errors import ConfigError
+from scratchlab.safe_output import write_text
 
 PERCENTILES = (5, 25, 50, 75, 95)
 MAX_REGIONS = 20
@@ -100,16 +107,50 @@ def scratch_log_ratio(measured: dict[str, tuple[float, ...]],
 
 def comparison_table(measured: dict[str, tuple[float, ...]],
                      reference: dict[str, tuple[float, ...]] = PRINTED_CODE_REFERENCE) -> str:
-    """Markdown table of measured against reference percentiles and their ``log_ratio``, one row per quantity,
-    then the scratch quantities' mean log-ratio (when the measured set has bad images)."""
+    """Markdown table of measured against reference percentiles and their ``log_ratio``, one row per quantity
+    (``-`` where either side has no values), then the scratch quantities' mean log-ratio (when both have them)."""
     head = " | ".join(f"p{p}" for p in PERCENTILES)
     lines = [f"| quantity | {head} | reference {head} | log-ratio |", "|---" * (2 + 2 * len(PERCENTILES)) + "|"]
-    for key, ref in reference.items():
-        got = measured.get(key)
-        cells = " | ".join(f"{v:.3g}" for v in got) if got else " | ".join("-" for _ in PERCENTILES)
-        ratio = f"{log_ratio(got, ref):.3f}" if got else "-"
-        lines.append(f"| {key} | {cells} | " + " | ".join(f"{v:.3g}" for v in ref) + f" | {ratio} |")
+
+    def cells(values: tuple[float, ...] | None) -> str:
+        return " | ".join(f"{v:.3g}" for v in values) if values else " | ".join("-" for _ in PERCENTILES)
+
+    for key in PRINTED_CODE_REFERENCE:
+        got, ref = measured.get(key), reference.get(key)
+        ratio = f"{log_ratio(got, ref):.3f}" if got and ref else "-"
+        lines.append(f"| {key} | {cells(got)} | {cells(ref)} | {ratio} |")
     overall = scratch_log_ratio(measured, reference)
     if overall is not None:
         lines.append(f"mean log-ratio of the scratch quantities ({', '.join(SCRATCH_QUANTITIES)}): {overall:.3f}")
     return "\n".join(lines)
+
+
+def save_percentiles(path: Path, measured: dict[str, tuple[float, ...]], images: int) -> Path:
+    """Write ``measured`` percentiles of ``images`` images as JSON, for ``load_reference`` (atomically)."""
+    payload = {"images": images, "percentiles": {k: list(v) for k, v in measured.items()}}
+    return write_text(path, json.dumps(payload, indent=2) + "\n")
+
+
+def load_reference(path: str | Path) -> dict[str, tuple[float, ...]]:
+    """Percentiles written by ``save_percentiles`` (a data check's ``statistics_file``), checked: every
+    quantity one ``measure`` knows, each with five finite numbers."""
+    hint = "give the statistics.json that a data check with statistics=N wrote"
+    file = Path(str(path)).expanduser()
+    if not file.is_file():
+        raise ConfigError(f"reference={path} is not a file; {hint}")
+    try:
+        payload = json.loads(file.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        raise ConfigError(f"reference={path} is not JSON; {hint}") from None
+    table = payload.get("percentiles") if isinstance(payload, dict) else None
+    if not isinstance(table, dict) or not table:
+        raise ConfigError(f"reference={path} holds no 'percentiles'; {hint}")
+    out: dict[str, tuple[float, ...]] = {}
+    for key, values in table.items():
+        if key not in PRINTED_CODE_REFERENCE:
+            raise ConfigError(f"reference={path}: unknown quantity {key!r}; known: {', '.join(PRINTED_CODE_REFERENCE)}")
+        if not (isinstance(values, list) and len(values) == len(PERCENTILES) and all(
+                isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in values)):
+            raise ConfigError(f"reference={path}: {key} needs {len(PERCENTILES)} numbers (p5 p25 p50 p75 p95)")
+        out[key] = tuple(float(v) for v in values)
+    return out
