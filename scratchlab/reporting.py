@@ -20,6 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from scratchlab.config import ui_command
 from scratchlab.errors import ConfigError
+from scratchlab.safe_output import atomic_path, checked_target, output_folder, refuse_existing, write_text
 
 REPORTED_PREFIX = "reported."
 DEFAULT_METRICS = ("test/acc", "test/precision_bad", "test/recall_bad", "test/f1_bad", "test/precision_good",
@@ -180,9 +181,10 @@ class ReportTable:
         return "\n".join(lines) + "\n"
 
     def write_csv(self, path: Path) -> None:
+        """The table as CSV (full precision), written atomically."""
         cols = self.columns()
         header = ["group", "row", "run_id", "run_name", "experiment", "status", "url", *[h for _, _, h in cols]]
-        with open(path, "w", newline="", encoding="utf-8") as f:
+        with atomic_path(path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as f:
             writer = csv.writer(f)
             writer.writerow(header)
             for row in self.rows:
@@ -323,13 +325,15 @@ def make_report(cfg: DictConfig) -> list[ReportTable]:
     tables = build_tables(runs, names, uri, metrics, params, group_by=group_by, default_group=title,
                           latest=bool(cfg.get("latest", True)) and not comparison,
                           evaluated=evaluated_runs(client, runs, found))
-    out = Path(str(cfg.output)).expanduser()
-    out.mkdir(parents=True, exist_ok=True)
+    out = output_folder(cfg.output)
+    stems = [file_stem(table.name) for table in tables]
+    targets = [checked_target(out, f"{stem}{suffix}") for stem in stems for suffix in (".md", ".csv")]
+    refuse_existing(targets, bool(cfg.get("overwrite", False)))  # before any table is written
     digits = int(cfg.get("digits", 4))
-    for table in tables:
+    for table, stem in zip(tables, stems):
         markdown = table.to_markdown(digits, uri)
-        (out / f"{file_stem(table.name)}.md").write_text(markdown, encoding="utf-8")
-        table.write_csv(out / f"{file_stem(table.name)}.csv")
+        write_text(out / f"{stem}.md", markdown)
+        table.write_csv(out / f"{stem}.csv")
         print(markdown)
     print(f"wrote {len(tables)} table(s) to {out}: " + ", ".join(f"{file_stem(t.name)}.md/.csv" for t in tables))
     return tables

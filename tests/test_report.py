@@ -10,6 +10,7 @@ from mlflow.tracking import MlflowClient
 
 from scratchlab.cli import run_or_exit
 from scratchlab.config import compose
+from scratchlab.errors import ConfigError
 from scratchlab.reporting import build_tables, make_report, quote_filter_args
 from tests.conftest import run_cli
 
@@ -71,6 +72,18 @@ def test_reported_vs_reproduced_table(store: dict, capsys: pytest.CaptureFixture
         pytest.approx(-0.01)
     assert "| custom_cnn | `" + ids["new"] + "` | 0.9600 | 0.9000 | -0.0600 |" in markdown
     assert "test/acc reported" in markdown and "test/f1_bad" not in markdown
+
+
+def test_existing_tables_are_kept_unless_overwrite(store: dict) -> None:
+    """A second report into the same folder is one error line and leaves every table as it was."""
+    root = store["root"]
+    make_report(compose("report", [f"paths.root_dir={root}", f"output={root}/again"]))
+    (root / "again/reproduce.csv").write_text("edited by hand")
+    with pytest.raises(ConfigError, match="reproduce.md already exists; add overwrite=true"):
+        make_report(compose("report", [f"paths.root_dir={root}", f"output={root}/again"]))
+    assert (root / "again/reproduce.csv").read_text() == "edited by hand"
+    make_report(compose("report", [f"paths.root_dir={root}", f"output={root}/again", "overwrite=true"]))
+    assert {r["row"] for r in _rows(root / "again/reproduce.csv")} == {"custom_cnn", "resnet50"}
 
 
 def test_compare_runs_by_tag_filter_through_the_cli(store: dict) -> None:
