@@ -327,13 +327,18 @@ def make_report(cfg: DictConfig) -> list[ReportTable]:
                           evaluated=evaluated_runs(client, runs, found))
     out = output_folder(cfg.output)
     stems = [file_stem(table.name) for table in tables]
-    targets = [checked_target(out, f"{stem}{suffix}") for stem in stems for suffix in (".md", ".csv")]
-    refuse_existing(targets, bool(cfg.get("overwrite", False)))  # before any table is written
+    clash = [t.name for t, stem in zip(tables, stems) if stems.count(stem) > 1]
+    if clash:
+        raise ConfigError(f"groups {', '.join(map(repr, clash))} would share a file name in {out}; rename one (its "
+                          "tag) or pick another group_by")
+    targets = {stem: [checked_target(out, f"{stem}.md"), checked_target(out, f"{stem}.csv")] for stem in stems}
+    refuse_existing([p for pair in targets.values() for p in pair], bool(cfg.get("overwrite", False)))
     digits = int(cfg.get("digits", 4))
-    for table, stem in zip(tables, stems):
+    for table, stem in zip(tables, stems):  # nothing is written before every target is known to be free
         markdown = table.to_markdown(digits, uri)
-        write_text(out / f"{stem}.md", markdown)
-        table.write_csv(out / f"{stem}.csv")
+        md, csv_path = targets[stem]
+        write_text(md, markdown)
+        table.write_csv(csv_path)
         print(markdown)
     print(f"wrote {len(tables)} table(s) to {out}: " + ", ".join(f"{file_stem(t.name)}.md/.csv" for t in tables))
     return tables

@@ -247,6 +247,26 @@ def test_statistics_file_becomes_the_reference_of_a_later_check(tmp_path, capsys
     assert (tmp_path / "o1" / "report.txt").read_text() == "kept"
     assert run_check(OmegaConf.merge(first, {"overwrite": True})) == 0
     assert (tmp_path / "o1" / "report.txt").read_text() == before
+    stats_only = OmegaConf.merge(first, {"report": None, "grid": None})
+    with pytest.raises(ConfigError, match="stats.json already exists"):
+        run_check(stats_only)
+
+
+@pytest.mark.parametrize(("extra", "message"), [
+    ({"statistics_file": "{out}/report.txt"}, "two outputs name one file"),
+    ({"statistics_file": "{out}/ref.json", "reference": "{out}/ref.json", "overwrite": True}, "is the reference"),
+    ({"statistics": 0, "reference": "{out}/ref.json"}, "add statistics=N"),
+])
+def test_outputs_that_would_overwrite_each_other_or_the_reference_are_refused(tmp_path, extra, message):
+    out = tmp_path / "o"
+    out.mkdir()
+    (out / "ref.json").write_text('{"percentiles": {"width": [1, 2, 3, 4, 5]}}')
+    cfg = OmegaConf.merge(_cfg(_clean(tmp_path / "clean"), out), {"statistics": 5},
+                          {k: v.format(out=out) if isinstance(v, str) else v for k, v in extra.items()})
+    with pytest.raises(ConfigError, match=message):
+        run_check(cfg)
+    assert sorted(p.name for p in out.iterdir()) == ["ref.json"]
+    assert (out / "ref.json").read_text() == '{"percentiles": {"width": [1, 2, 3, 4, 5]}}'
 
 
 @pytest.mark.parametrize(("content", "message"), [
@@ -256,6 +276,7 @@ def test_statistics_file_becomes_the_reference_of_a_later_check(tmp_path, capsys
     ('{"percentiles": {"hue": [1, 2, 3, 4, 5]}}', "unknown quantity 'hue'"),
     ('{"percentiles": {"width": [1, 2, 3]}}', "width needs 5 numbers"),
     ('{"percentiles": {"width": [1, 2, 3, 4, NaN]}}', "width needs 5 numbers"),
+    ('{"percentiles": {"width": [1, 2, 3, 4, 1' + "0" * 400 + ']}}', "width needs 5 numbers"),
 ])
 def test_a_broken_reference_is_one_config_error_before_any_work(tmp_path, content, message):
     ref = tmp_path / "ref.json"

@@ -73,10 +73,12 @@ def test_log_ratio_scores_how_far_percentiles_are_from_the_reference() -> None:
     """Equal percentiles score 0, each twice the reference log(2); the table prints both per row and overall."""
     assert log_ratio((1, 2, 4), (1, 2, 4)) == 0.0
     assert log_ratio((2, 4, 8), (1, 2, 4)) == pytest.approx(np.log(2))
-    assert log_ratio((1, 1, 1), (2, 2, 0.5)) == pytest.approx(np.log(2))
+    assert log_ratio((2, 2, 2), (4, 4, 1)) == pytest.approx(np.log(2))
     doubled = {k: tuple(2 * v for v in PRINTED_CODE_REFERENCE[k]) for k in SCRATCH_QUANTITIES}
     assert scratch_log_ratio(doubled) == pytest.approx(np.log(2))
     assert scratch_log_ratio({"width": PRINTED_CODE_REFERENCE["width"]}) is None  # good images only
+    assert log_ratio((0, 30, 60, 90, 120), (0, 30, 60, 90, 120)) == 0.0  # black ink's p5 of 0 compares
+    assert log_ratio((0.5, 1, 2), (1, 1, 2)) == 0.0  # below the floor (1) counts as equal
     table = comparison_table(doubled)
     rows = {row.split(" | ")[0]: row for row in table.splitlines()}
     assert rows["| mask_coverage"].endswith("| 0.693 |") and rows["| width"].endswith("| - |")

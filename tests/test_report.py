@@ -84,6 +84,10 @@ def test_existing_tables_are_kept_unless_overwrite(store: dict) -> None:
     assert (root / "again/reproduce.csv").read_text() == "edited by hand"
     make_report(compose("report", [f"paths.root_dir={root}", f"output={root}/again", "overwrite=true"]))
     assert {r["row"] for r in _rows(root / "again/reproduce.csv")} == {"custom_cnn", "resnet50"}
+    (root / "again/reproduce.md").unlink()  # the CSV alone is refused too
+    with pytest.raises(ConfigError, match="reproduce.csv already exists"):
+        make_report(compose("report", [f"paths.root_dir={root}", f"output={root}/again"]))
+    assert not (root / "again/reproduce.md").exists()
 
 
 def test_compare_runs_by_tag_filter_through_the_cli(store: dict) -> None:

@@ -1,7 +1,8 @@
 """``python -m scratchlab.data.check data=folder data.root=/path/to/images [strict=true]``: what a data set
 holds and what is wrong with it, before any training.
 
-Prints counts, sizes, mask statistics and problems, writes the report and a grid PNG into the run folder.
+Prints counts, sizes, mask statistics and problems, writes the report and a grid PNG into the run folder (and,
+with ``statistics=N``, the appearance percentiles as ``statistics.json``).
 Exit code 0 when fine, 1 for warnings with ``strict=true``, 2 for fatal problems. The work is done by
 ``scratchlab.data.checking``.
 """

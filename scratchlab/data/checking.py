@@ -26,7 +26,7 @@ from scratchlab.data.statistics import (
     save_percentiles,
 )
 from scratchlab.data.types import Sample, SampleIndex
-from scratchlab.errors import DataError
+from scratchlab.errors import ConfigError, DataError
 from scratchlab.safe_output import refuse_existing, write_text
 from scratchlab.visualize import draw_overlay, make_grid, save_png
 
@@ -310,10 +310,21 @@ def run_check(cfg: DictConfig) -> int:
     from hydra.utils import instantiate
 
     statistics = int(cfg.get("statistics") or 0)
-    outputs = [cfg.get("report"), cfg.get("grid"), cfg.get("statistics_file") if statistics else None]
-    refuse_existing([Path(str(p)) for p in outputs if p], bool(cfg.get("overwrite", False)))
+    if cfg.get("reference") and not statistics:
+        raise ConfigError(f"reference={cfg.reference} compares appearance statistics; add statistics=N (images to "
+                          "measure, e.g. 1000)")
+    named = {"report": cfg.get("report"), "grid": cfg.get("grid"),
+             "statistics_file": cfg.get("statistics_file") if statistics else None}
+    outputs = {key: Path(str(value)).expanduser().resolve() for key, value in named.items() if value}
+    if len(set(outputs.values())) < len(outputs):
+        raise ConfigError(f"{', '.join(f'{k}={named[k]}' for k in outputs)}: two outputs name one file; give each "
+                          "its own path")
+    if cfg.get("reference") and outputs.get("statistics_file") == Path(str(cfg.reference)).expanduser().resolve():
+        raise ConfigError(f"statistics_file={named['statistics_file']} is the reference; write the new statistics "
+                          "to another file")
+    refuse_existing(outputs.values(), bool(cfg.get("overwrite", False)))
     reference, reference_name = PRINTED_CODE_REFERENCE, "real printed-code photos"
-    if statistics and cfg.get("reference"):
+    if cfg.get("reference"):
         reference, reference_name = load_reference(cfg.reference), str(cfg.reference)
     index = instantiate(cfg.data.source).load()
     threshold = int(cfg.data.get("mask_threshold", 128))

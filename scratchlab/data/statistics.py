@@ -91,10 +91,19 @@ def percentiles(values: dict[str, np.ndarray]) -> dict[str, tuple[float, ...]]:
     return {k: tuple(float(x) for x in np.percentile(v, PERCENTILES)) for k, v in values.items() if v.size}
 
 
-def log_ratio(measured: tuple[float, ...], reference: tuple[float, ...]) -> float:
-    """Mean absolute natural-log ratio of matching percentiles: 0 when equal, about 0.1 when 10% apart."""
-    got, ref = (np.maximum(np.asarray(v, np.float64), 1e-6) for v in (measured, reference))
+LOG_RATIO_FLOOR = {"mask_coverage": 1e-4}
+"""Values below which ``log_ratio`` compares as equal, per quantity (1 for pixels, counts and gray levels)."""
+
+
+def log_ratio(measured: tuple[float, ...], reference: tuple[float, ...], floor: float = 1.0) -> float:
+    """Mean absolute natural-log ratio of matching percentiles: 0 when equal, about 0.1 when 10% apart. Values
+    are raised to ``floor`` first, so that a percentile of 0 (black ink, say) does not swamp the rest."""
+    got, ref = (np.maximum(np.asarray(v, np.float64), floor) for v in (measured, reference))
     return float(np.mean(np.abs(np.log(got / ref))))
+
+
+def _log_ratio_of(key: str, measured: tuple[float, ...], reference: tuple[float, ...]) -> float:
+    return log_ratio(measured, reference, LOG_RATIO_FLOOR.get(key, 1.0))
 
 
 def scratch_log_ratio(measured: dict[str, tuple[float, ...]],
@@ -102,7 +111,7 @@ def scratch_log_ratio(measured: dict[str, tuple[float, ...]],
     """``log_ratio`` averaged over the scratch quantities (``SCRATCH_QUANTITIES``); None if one is missing."""
     if any(k not in measured or k not in reference for k in SCRATCH_QUANTITIES):
         return None
-    return float(np.mean([log_ratio(measured[k], reference[k]) for k in SCRATCH_QUANTITIES]))
+    return float(np.mean([_log_ratio_of(k, measured[k], reference[k]) for k in SCRATCH_QUANTITIES]))
 
 
 def comparison_table(measured: dict[str, tuple[float, ...]],
@@ -117,10 +126,11 @@ def comparison_table(measured: dict[str, tuple[float, ...]],
 
     for key in PRINTED_CODE_REFERENCE:
         got, ref = measured.get(key), reference.get(key)
-        ratio = f"{log_ratio(got, ref):.3f}" if got and ref else "-"
+        ratio = f"{_log_ratio_of(key, got, ref):.3f}" if got and ref else "-"
         lines.append(f"| {key} | {cells(got)} | {cells(ref)} | {ratio} |")
     overall = scratch_log_ratio(measured, reference)
     if overall is not None:
+        lines.append("")  # not a table row
         lines.append(f"mean log-ratio of the scratch quantities ({', '.join(SCRATCH_QUANTITIES)}): {overall:.3f}")
     return "\n".join(lines)
 
@@ -132,14 +142,16 @@ def save_percentiles(path: Path, measured: dict[str, tuple[float, ...]], images:
 
 
 def load_reference(path: str | Path) -> dict[str, tuple[float, ...]]:
-    """Percentiles written by ``save_percentiles`` (a data check's ``statistics_file``), checked: every
-    quantity one ``measure`` knows, each with five finite numbers."""
+    """Percentiles written by ``save_percentiles`` (a data check's ``statistics_file``), checked: any of the
+    quantities ``measure`` knows (a set without masks has no scratch quantities), each with five finite numbers."""
     hint = "give the statistics.json that a data check with statistics=N wrote"
     file = Path(str(path)).expanduser()
     if not file.is_file():
         raise ConfigError(f"reference={path} is not a file; {hint}")
     try:
         payload = json.loads(file.read_text(encoding="utf-8"))
+    except OSError as err:
+        raise ConfigError(f"reference={path} cannot be read ({err.strerror or err}); {hint}") from None
     except (UnicodeDecodeError, json.JSONDecodeError):
         raise ConfigError(f"reference={path} is not JSON; {hint}") from None
     table = payload.get("percentiles") if isinstance(payload, dict) else None
@@ -149,8 +161,17 @@ def load_reference(path: str | Path) -> dict[str, tuple[float, ...]]:
     for key, values in table.items():
         if key not in PRINTED_CODE_REFERENCE:
             raise ConfigError(f"reference={path}: unknown quantity {key!r}; known: {', '.join(PRINTED_CODE_REFERENCE)}")
-        if not (isinstance(values, list) and len(values) == len(PERCENTILES) and all(
-                isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in values)):
+        if not (isinstance(values, list) and len(values) == len(PERCENTILES) and all(_finite(v) for v in values)):
             raise ConfigError(f"reference={path}: {key} needs {len(PERCENTILES)} numbers (p5 p25 p50 p75 p95)")
         out[key] = tuple(float(v) for v in values)
     return out
+
+
+def _finite(value: object) -> bool:
+    """A JSON number that is a finite float (no bool, NaN, infinity, or integer too large for a float)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    try:
+        return math.isfinite(value)
+    except OverflowError:
+        return False
