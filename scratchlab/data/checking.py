@@ -310,19 +310,7 @@ def run_check(cfg: DictConfig) -> int:
     from hydra.utils import instantiate
 
     statistics = int(cfg.get("statistics") or 0)
-    if cfg.get("reference") and not statistics:
-        raise ConfigError(f"reference={cfg.reference} compares appearance statistics; add statistics=N (images to "
-                          "measure, e.g. 1000)")
-    named = {"report": cfg.get("report"), "grid": cfg.get("grid"),
-             "statistics_file": cfg.get("statistics_file") if statistics else None}
-    outputs = {key: Path(str(value)).expanduser().resolve() for key, value in named.items() if value}
-    if len(set(outputs.values())) < len(outputs):
-        raise ConfigError(f"{', '.join(f'{k}={named[k]}' for k in outputs)}: two outputs name one file; give each "
-                          "its own path")
-    if cfg.get("reference") and outputs.get("statistics_file") == Path(str(cfg.reference)).expanduser().resolve():
-        raise ConfigError(f"statistics_file={named['statistics_file']} is the reference; write the new statistics "
-                          "to another file")
-    refuse_existing(outputs.values(), bool(cfg.get("overwrite", False)))
+    _refuse_unsafe_outputs(cfg, statistics)
     reference, reference_name = PRINTED_CODE_REFERENCE, "real printed-code photos"
     if cfg.get("reference"):
         reference, reference_name = load_reference(cfg.reference), str(cfg.reference)
@@ -343,6 +331,24 @@ def run_check(cfg: DictConfig) -> int:
             print(f"statistics: {save_percentiles(Path(cfg.statistics_file), measured, n)}  "
                   "(reference= of a later check)")
     return report.exit_code(strict=bool(cfg.get("strict", False)))
+
+
+def _refuse_unsafe_outputs(cfg: DictConfig, statistics: int) -> None:
+    """One ConfigError, before any work, for outputs that exist (without ``overwrite``), that name one file, or
+    a statistics file that is the reference; and for ``reference=`` without ``statistics=N``."""
+    if cfg.get("reference") and not statistics:
+        raise ConfigError(f"reference={cfg.reference} compares appearance statistics; add statistics=N (images to "
+                          "measure, e.g. 1000)")
+    named = {"report": cfg.get("report"), "grid": cfg.get("grid"),
+             "statistics_file": cfg.get("statistics_file") if statistics else None}
+    outputs = {key: Path(str(value)).expanduser().resolve() for key, value in named.items() if value}
+    if len(set(outputs.values())) < len(outputs):
+        raise ConfigError(f"{', '.join(f'{k}={named[k]}' for k in outputs)}: two outputs name one file; give each "
+                          "its own path")
+    if cfg.get("reference") and outputs.get("statistics_file") == Path(str(cfg.reference)).expanduser().resolve():
+        raise ConfigError(f"statistics_file={named['statistics_file']} is the reference; write the new statistics "
+                          "to another file")
+    refuse_existing(outputs.values(), bool(cfg.get("overwrite", False)))
 
 
 def appearance_percentiles(index: SampleIndex, n: int, mask_threshold: int = 128,
