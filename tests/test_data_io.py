@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from scratchlab.data.io import (file_digest, image_header, image_info, list_images, low_bits_max, read_image,
-                                read_mask)
+from scratchlab.data.io import (file_digest, file_digests, image_header, image_info, list_images, low_bits_max,
+                                read_image, read_mask)
 from scratchlab.errors import DataError
 
 RNG = np.random.default_rng(0)
@@ -198,3 +198,26 @@ def test_undecodable_file_is_named_once(tmp_path, content):
         with pytest.raises(DataError) as err:
             read(path)
         assert str(err.value).count("x.png") == 1, str(err.value)
+
+
+def test_decoding_threads_outlive_their_work_and_a_forked_child_gets_its_own(tmp_path):
+    """Decoding threads never end while the process runs, so none is ending (under OpenCV's lock) when a loader
+    worker is forked; a forked child decodes on threads of its own."""
+    import multiprocessing
+    import threading
+
+    paths = []
+    for i in range(6):
+        paths.append(tmp_path / f"{i}.png")
+        cv2.imwrite(str(paths[-1]), np.full((8, 8), 40 * i, np.uint8))
+    file_digests(paths[:3])
+    first = {t.ident for t in threading.enumerate() if t.name.startswith("decode")}
+    file_digests(paths[3:])
+    assert first and first <= {t.ident for t in threading.enumerate() if t.name.startswith("decode") and t.is_alive()}
+    child = multiprocessing.get_context("fork").Process(target=file_digests, args=(paths,))
+    child.start()
+    child.join(60)
+    alive = child.is_alive()
+    if alive:
+        child.kill()
+    assert not alive and child.exitcode == 0, "a forked child's decoding hung or failed"

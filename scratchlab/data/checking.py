@@ -7,16 +7,14 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 from collections import Counter, defaultdict
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 from omegaconf import DictConfig
 
-from scratchlab.data.io import file_digest, image_header, low_bits_advice, low_bits_max, read_image, read_mask
+from scratchlab.data.io import decode_pool, file_digest, image_header, low_bits_advice, low_bits_max, read_image, read_mask
 from scratchlab.data.statistics import (
     PRINTED_CODE_REFERENCE,
     comparison_table,
@@ -152,8 +150,7 @@ def check_index(index: SampleIndex, *, mask_threshold: int = 128,
     ``mask_threshold``. Split counts come from ``splits``, else from ``meta["split"]`` when all have one.
     """
     samples, names = index.samples, index.class_names
-    with ThreadPoolExecutor(max_workers=os.cpu_count()) as pool:
-        facts = list(pool.map(lambda s: _inspect(s, mask_threshold), samples))
+    facts = list(decode_pool().map(lambda s: _inspect(s, mask_threshold), samples))
     if splits is None and samples and all("split" in s.meta for s in samples):
         splits = defaultdict(list)
         for s in samples:

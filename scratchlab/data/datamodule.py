@@ -174,7 +174,7 @@ class ScratchDataModule(pl.LightningDataModule):
                   "pin_memory": self.pin_memory, "persistent_workers": self.num_workers > 0,
                   "collate_fn": self._collate()}
         if isinstance(dataset, CachedImageDataset):
-            dataset.fill(threads=max(self.num_workers, 1))  # before the workers start, so they share it
+            dataset.fill()  # before the workers start, so they share it
         if not shuffle and self.preprocess.resize == "pad" and not self._distributed():
             # Native-size evaluation batches hold images of one input shape: none is padded beyond its own
             # input, and a segmenter judges each image from the batch's own forward pass.

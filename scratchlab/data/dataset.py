@@ -210,7 +210,8 @@ def worker_loading(num_workers: int, rank: int = 0) -> dict:
 
     With workers, OpenCV runs single-threaded from here on, here and in them: a worker forked while OpenCV's
     own thread pool held a lock inherits it locked, and hangs for good in its first parallel OpenCV call (seen
-    in ``cv2.LUT`` on a loaded machine, a run that never ended)."""
+    in ``cv2.LUT`` on a loaded machine, a run that never ended). scratchlab's own decoding threads live as long
+    as the process for the same reason (``scratchlab.data.io.decode_pool``)."""
     if num_workers <= 0:
         return {"num_workers": 0}
     cv2.setNumThreads(0)

@@ -167,10 +167,27 @@ def file_digest(path: str | Path) -> str:
     return _cached_digest(str(Path(path).resolve()), st.st_mtime_ns, st.st_size)
 
 
+_DECODE_POOLS: dict[int, ThreadPoolExecutor] = {}
+
+
+def decode_pool() -> ThreadPoolExecutor:
+    """This process's threads for decoding images (one per CPU core), started once and kept for its life.
+
+    A thread that has used OpenCV takes OpenCV's global lock once more as it ends (its thread-local data is
+    released); a data loader worker forked at that instant inherits the lock held and hangs at its first
+    OpenCV call. That was seen: a test loader's worker stuck for good in ``cv2.LUT``, on a lock whose owner,
+    gone by then, was the short-lived thread that had just decoded the split into the memory cache. Threads
+    that never end cannot hold it when a worker is forked. A forked child makes its own pool (the parent's
+    threads do not exist there)."""
+    pid = os.getpid()
+    if pid not in _DECODE_POOLS:
+        _DECODE_POOLS[pid] = ThreadPoolExecutor(max_workers=os.cpu_count() or 1, thread_name_prefix="decode")
+    return _DECODE_POOLS[pid]
+
+
 def file_digests(paths: Sequence[str | Path]) -> list[str]:
-    """``file_digest`` of many files, decoded on all CPU cores."""
-    with ThreadPoolExecutor(max_workers=os.cpu_count()) as pool:
-        return list(pool.map(file_digest, paths))
+    """``file_digest`` of many files, decoded on all CPU cores (``decode_pool``)."""
+    return list(decode_pool().map(file_digest, paths))
 
 
 def list_images(folder: Path, recursive: bool = False) -> list[Path]:

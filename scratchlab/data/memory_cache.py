@@ -2,12 +2,12 @@
 from __future__ import annotations
 
 import logging
-from concurrent.futures import ThreadPoolExecutor
 
 import albumentations as A
 import numpy as np
 
 from scratchlab.data.dataset import ImageDataset
+from scratchlab.data.io import decode_pool
 from scratchlab.data.transforms import Preprocess
 from scratchlab.data.types import Sample
 
@@ -41,7 +41,6 @@ class CachedImageDataset(ImageDataset):
             self.cache[i] = (placed["image"], placed["mask"], original)
         return self.cache[i]
 
-    def fill(self, threads: int = 2) -> None:
-        """Decode and resize every image now (OpenCV and Pillow release the GIL, so threads help)."""
-        with ThreadPoolExecutor(max_workers=max(1, threads)) as pool:
-            list(pool.map(self.load, range(len(self.samples))))
+    def fill(self) -> None:
+        """Decode and resize every image now, on ``decode_pool``'s threads (OpenCV and Pillow release the GIL)."""
+        list(decode_pool().map(self.load, range(len(self.samples))))
