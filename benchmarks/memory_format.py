@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
+from collections.abc import Callable
 
 import torch
 
@@ -32,8 +33,8 @@ NETWORKS = {
 
 
 def step_seconds(overrides: list[str], shape: tuple[int, int, int, int], channels_last: bool, steps: int,
-                 device: str) -> float:
-    """Mean seconds of one forward + backward + AdamW step."""
+                 device: str, bf16: bool = False) -> float:
+    """Mean seconds of one forward + backward + AdamW step (``bf16``: under bf16 autocast, as bf16-mixed)."""
     torch.manual_seed(0)
     cfg = compose("train", [*overrides, f"model.channels_last={str(channels_last).lower()}"])
     net = build_model(cfg.model, num_outputs=1).to(device).train()
@@ -41,8 +42,9 @@ def step_seconds(overrides: list[str], shape: tuple[int, int, int, int], channel
     x = torch.randn(*shape, device=device)
 
     def step() -> None:
-        out = net(x)
-        loss = out.float().square().mean()
+        with torch.autocast(device_type=device, dtype=torch.bfloat16, enabled=bf16):
+            out = net(x)
+            loss = out.float().square().mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -59,6 +61,20 @@ def step_seconds(overrides: list[str], shape: tuple[int, int, int, int], channel
     return (time.perf_counter() - start) / steps
 
 
+def paired(run: Callable[[bool], float], repeats: int) -> tuple[float, float, float]:
+    """Median ms of ``run(False)`` and ``run(True)`` over ``repeats`` pairs that alternate which goes first
+    (a shared machine's load drifts), and the median per-pair ratio False / True."""
+    times: dict[bool, list[float]] = {False: [], True: []}
+    ratios: list[float] = []
+    for r in range(repeats):
+        pair = {}
+        for flag in ((False, True) if r % 2 == 0 else (True, False)):
+            pair[flag] = run(flag)
+            times[flag].append(pair[flag])
+        ratios.append(pair[False] / pair[True])
+    return 1000 * statistics.median(times[False]), 1000 * statistics.median(times[True]), statistics.median(ratios)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=10)
@@ -68,16 +84,9 @@ def main() -> None:
     print(f"device {args.device}, torch threads {torch.get_num_threads()}, {args.steps} steps x {args.repeats} pairs")
     print(f"{'network':<36} {'contiguous ms':>14} {'channels-last ms':>17} {'pair ratio':>11}")
     for name, (overrides, shape) in NETWORKS.items():
-        times: dict[bool, list[float]] = {False: [], True: []}
-        ratios: list[float] = []
-        for r in range(args.repeats):
-            pair: dict[bool, float] = {}
-            for layout in ((False, True) if r % 2 == 0 else (True, False)):
-                pair[layout] = step_seconds(overrides, shape, layout, args.steps, args.device)
-                times[layout].append(pair[layout])
-            ratios.append(pair[False] / pair[True])
-        base, last = (1000 * statistics.median(times[k]) for k in (False, True))
-        print(f"{name:<36} {base:>14.1f} {last:>17.1f} {statistics.median(ratios):>10.2f}x", flush=True)
+        base, last, ratio = paired(lambda layout: step_seconds(overrides, shape, layout, args.steps, args.device),
+                                   args.repeats)
+        print(f"{name:<36} {base:>14.1f} {last:>17.1f} {ratio:>10.2f}x", flush=True)
 
 
 if __name__ == "__main__":

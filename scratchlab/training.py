@@ -46,6 +46,24 @@ def build_callbacks(cfg: DictConfig) -> list[Callback]:
     return [instantiate(node) for node in (cfg.get("callbacks") or {}).values() if node is not None]
 
 
+def native_cpu_bf16() -> bool:
+    """Whether this CPU computes bf16 natively (oneDNN: Intel AMX or AVX512-BF16), so bf16 autocast is fast."""
+    import torch
+
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
+def warn_emulated_bf16(cfg: DictConfig) -> None:
+    """Warn when a CPU run asks for bf16 that this CPU can only emulate (it then trains slower than fp32)."""
+    precision = str(cfg.trainer.get("precision", "32"))
+    if cfg.trainer.get("accelerator") == "cpu" and precision.startswith("bf16") and not native_cpu_bf16():
+        log.warning("trainer.precision=%s on a CPU without native bf16 (AMX or AVX512-BF16) trains slower than "
+                    "fp32; use trainer=cpu", precision)
+
+
 def _log_training_curves(run: TrackedRun) -> None:
     mlflow.flush_async_logging()  # the metrics queued so far, written before they are read back
     keys = [k for k in run.client.get_run(run.run_id).data.metrics if k.startswith(("train/", "val/"))]
@@ -93,6 +111,7 @@ def run_training(cfg: DictConfig) -> dict[str, float]:
     """
     require_complete(cfg)
     check_choice(cfg)
+    warn_emulated_bf16(cfg)
     pl.seed_everything(cfg.seed, workers=True)
     output_dir = Path(cfg.paths.output_dir)
     client = MlflowClient(tracking_uri(cfg))

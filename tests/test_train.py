@@ -1,12 +1,15 @@
 """End-to-end training: MLflow runs with metrics and artifacts, seeds, failures, the CLI, multirun and DDP."""
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import mlflow
 import pytest
+import torch
 from mlflow.tracking import MlflowClient
 
+from scratchlab import training
 from scratchlab.config import compose
 from scratchlab.errors import DataError
 from scratchlab.training import run_training
@@ -145,3 +148,27 @@ def test_config_mistakes_are_one_clear_line(tmp_path: Path, args: list[str], exp
     assert result.returncode == 2, result.stderr[-1000:]
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and expected in errors[0] and "Traceback" not in result.stderr
+
+
+def test_bf16_cpu_training_keeps_fp32_weights_and_warns_where_emulated(tmp_path: Path, tiny_dataset: Path,
+                                                                          monkeypatch, caplog) -> None:
+    """trainer=cpu_bf16 trains in bf16-mixed (fp32 weights in the checkpoint); a CPU without native bf16 is told
+    that it is slower there, and plain trainer=cpu is never warned."""
+    from scratchlab.checkpoints import load_file
+
+    monkeypatch.setattr(training, "native_cpu_bf16", lambda: False)
+    cfg = compose("train", tiny_overrides(tmp_path, tiny_dataset) + ["trainer=cpu_bf16"])
+    assert cfg.trainer.precision == "bf16-mixed"
+    with caplog.at_level(logging.WARNING, logger="scratchlab.training"):
+        run_training(cfg)
+    assert "without native bf16" in caplog.text and "use trainer=cpu" in caplog.text
+    runs = _runs(tmp_path, "scratchlab")
+    assert list(runs.status) == ["FINISHED"] and runs.iloc[0]["params.trainer.precision"] == "bf16-mixed"
+    state = load_file(tmp_path / "logs" / "run" / "checkpoints" / "best.ckpt")["state_dict"]
+    assert {t.dtype for t in state.values() if t.is_floating_point()} == {torch.float32}
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="scratchlab.training"):
+        training.warn_emulated_bf16(compose("train", ["trainer=cpu"]))
+        monkeypatch.setattr(training, "native_cpu_bf16", lambda: True)
+        training.warn_emulated_bf16(cfg)
+    assert "bf16" not in caplog.text
