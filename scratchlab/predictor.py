@@ -20,10 +20,9 @@ stored with the model < ``decision_overrides``); exported files carry the resolv
 from __future__ import annotations
 
 import json
-import os
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,7 +32,7 @@ import cv2
 import numpy as np
 
 from scratchlab.checkpoints import ModelSpec
-from scratchlab.data.io import _to_uint8, read_image
+from scratchlab.data.io import _to_uint8, decode_pool, read_image
 from scratchlab.data.transforms import Preprocess
 from scratchlab.errors import ConfigError, DataError
 from scratchlab.postprocess import Component, DecisionParams, MaskDecision, Verdict, resolve_decision
@@ -294,23 +293,23 @@ class Predictor:
             raise ConfigError(f"batch_size={batch_size} must be at least 1")
         paths = [str(p) for p in paths]
         chunks = [paths[i:i + batch_size] for i in range(0, len(paths), batch_size)]
-        with ThreadPoolExecutor(max_workers=max(1, min(4, os.cpu_count() or 1))) as pool:
-            pending: list[Future] | None = [pool.submit(_try_read, p) for p in chunks[0]] if chunks else None
-            for n, chunk in enumerate(chunks):
-                loaded = [f.result() for f in pending]
-                pending = [pool.submit(_try_read, p) for p in chunks[n + 1]] if n + 1 < len(chunks) else None
-                good = [(p, im) for p, im in zip(chunk, loaded) if isinstance(im, np.ndarray)]
-                preds = iter(self.predict_batch([im for _, im in good], [p for p, _ in good]))
-                for p, im in zip(chunk, loaded):
-                    if isinstance(im, DataError):
-                        if not skip_errors:
-                            raise im
-                        yield Prediction.failed(p, str(im))
-                    else:
-                        pred = next(preds)
-                        if keep_images:
-                            pred.image = im
-                        yield pred
+        pool = decode_pool()  # threads that outlive the call: none ends under OpenCV's lock before a fork
+        pending: list[Future] | None = [pool.submit(_try_read, p) for p in chunks[0]] if chunks else None
+        for n, chunk in enumerate(chunks):
+            loaded = [f.result() for f in pending]
+            pending = [pool.submit(_try_read, p) for p in chunks[n + 1]] if n + 1 < len(chunks) else None
+            good = [(p, im) for p, im in zip(chunk, loaded) if isinstance(im, np.ndarray)]
+            preds = iter(self.predict_batch([im for _, im in good], [p for p, _ in good]))
+            for p, im in zip(chunk, loaded):
+                if isinstance(im, DataError):
+                    if not skip_errors:
+                        raise im
+                    yield Prediction.failed(p, str(im))
+                else:
+                    pred = next(preds)
+                    if keep_images:
+                        pred.image = im
+                    yield pred
 
     def _prediction(self, verdict: Verdict, size: tuple[int, int], path: str | None) -> Prediction:
         options = {k: v for k, v in self.spec.options.items() if isinstance(v, (int, float, str))}  # not parts, flips

@@ -203,12 +203,23 @@ def test_maps_come_back_at_the_original_size(resize: str, size: int | None) -> N
         assert content_box(pre, h, w) == (17, 46, 0, 64)
 
 
-def test_predict_paths_batches_like_single_calls(models: dict[str, Path], tmp_path: Path) -> None:
+def test_predict_paths_batches_like_single_calls(models: dict[str, Path], tmp_path: Path,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """Files are read ahead on the process's long-lived decoding threads (none ends before a fork) and judged as
+    one call each would judge them."""
+    import threading
+
+    import scratchlab.predictor as predictor_module
+
     sizes = write_odd_images(tmp_path, models["data"])
     shutil.copy(tmp_path / "odd_rgb.png", tmp_path / "odd_rgb_copy.png")  # same shape: batched together
     files = sorted(tmp_path.glob("*.png"))
     predictor = Predictor.from_checkpoint(models["unet"])
+    readers: set[str] = set()
+    read = predictor_module._try_read
+    monkeypatch.setattr(predictor_module, "_try_read", lambda p: readers.add(threading.current_thread().name) or read(p))
     batched = list(predictor.predict_paths(files, batch_size=3, skip_errors=True))
+    assert readers and all(name.startswith("decode") for name in readers), readers
     assert [p.path for p in batched] == [str(f) for f in files]
     for pred, f in zip(batched, files):
         if f.stem == "corrupt":
