@@ -27,6 +27,7 @@ from scratchlab.models.weights import weights_source
 
 log = logging.getLogger(__name__)
 RUN_ID_ENV = "SCRATCHLAB_MLFLOW_RUN_ID"  # lets DDP worker processes join the run of the main process
+TRACKING_URI_ENV = "MLFLOW_TRACKING_URI"
 ROLE_TAG = "scratchlab.role"
 RUN_CONTROL_KEYS = ("ckpt_path", "resume")  # how a run was started, not what it trains: never params
 PROJECT_DIR = Path(__file__).resolve().parent.parent
@@ -197,6 +198,19 @@ def _reopen_run(client: MlflowClient, run_id: str, uri: str) -> TrackedRun:
 
 
 @contextmanager
+def process_tracking_uri_kept() -> Iterator[None]:
+    """Put back the process-wide tracking URI as it was. Lightning's ``MLFlowLogger`` sets it to its run's store
+    with ``mlflow.set_tracking_uri``, which also sets ``MLFLOW_TRACKING_URI``; left so, the next run in the same
+    Python session (a notebook's) would take that for the user's choice and log into the earlier run's store."""
+    before = os.environ.get(TRACKING_URI_ENV)
+    try:
+        yield
+    finally:
+        if os.environ.get(TRACKING_URI_ENV) != before:
+            mlflow.set_tracking_uri(before)  # None: neither set
+
+
+@contextmanager
 def mlflow_run(cfg: DictConfig, resume_run_id: str | None = None) -> Iterator[TrackedRun]:
     """Open the run of this job (``resume_run_id``: continue that run; in a DDP worker: join the main
     process's run) and always close it.
@@ -207,7 +221,6 @@ def mlflow_run(cfg: DictConfig, resume_run_id: str | None = None) -> Iterator[Tr
     from scratchlab.resume import Interrupted
 
     uri = tracking_uri(cfg)
-    mlflow.set_tracking_uri(uri)
     client = MlflowClient(uri)
     joined = os.environ.get(RUN_ID_ENV)
     if joined:

@@ -37,7 +37,8 @@ from scratchlab.pruning import pruning_callback
 from scratchlab.data.datamodule import ScratchDataModule
 from scratchlab.tasks import task_class
 from scratchlab.tasks.base import BaseTask
-from scratchlab.tracking import TrackedRun, flatten_config, mlflow_run, new_params, tracking_uri
+from scratchlab.tracking import (TrackedRun, flatten_config, mlflow_run, new_params, process_tracking_uri_kept,
+                                 tracking_uri)
 
 log = logging.getLogger(__name__)
 
@@ -125,7 +126,7 @@ def run_training(cfg: DictConfig) -> dict[str, float]:
         check_same_settings(settings, derived, client, point.run_id)
     with signals_interrupt():
         datamodule, task = _data_and_task(cfg)  # before the run: a mistake in either is one error line, no FAILED run
-        with mlflow_run(cfg, resume_run_id=point.run_id if point else None) as run:
+        with process_tracking_uri_kept(), mlflow_run(cfg, resume_run_id=point.run_id if point else None) as run:
             logger = MLFlowLogger(experiment_name=run.experiment_name, tracking_uri=run.tracking_uri,  # written in
                                   run_id=run.run_id, log_model=False, synchronous=False)  # the background
             logger.log_hyperparams(new_params(run, settings))

@@ -63,12 +63,6 @@ def write_tiny_magnetic_tile(root: Path, n_free: int = 16, per_defect: int = 3, 
     return root
 
 
-@pytest.fixture(autouse=True)
-def _own_tracking_store(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Runs go to the test's own store (paths.root_dir), whatever MLFLOW_TRACKING_URI an earlier test left."""
-    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-
-
 def _single_run(root: Path):
     mlflow.set_tracking_uri(f"sqlite:///{root}/mlruns/mlflow.db")
     runs = mlflow.search_runs(experiment_names=["scratchlab"])

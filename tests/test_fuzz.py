@@ -45,12 +45,6 @@ def _named(text: str, root: Path, inputs: list[Input]) -> dict[str, list[str]]:
     return found
 
 
-@pytest.fixture(autouse=True)
-def own_tracking_store(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Runs go to each test's own store, whatever an earlier test left in ``MLFLOW_TRACKING_URI``."""
-    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-
-
 @pytest.fixture(scope="module")
 def mixed(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[Input]]:
     root = tmp_path_factory.mktemp("fuzz") / "mixed"

@@ -56,6 +56,20 @@ def test_same_seed_repeats_the_same_metrics(tmp_path: Path, tiny_dataset: Path) 
     assert first == second
 
 
+def test_runs_in_one_process_go_to_their_own_stores(tmp_path: Path, tiny_dataset: Path) -> None:
+    """Two runs in one Python session (a notebook) with other ``paths.root_dir`` each land in their own store: the
+    first run leaves no process-wide tracking URI behind that the second would take for the user's choice."""
+    import os
+
+    for name in ("first", "second"):
+        run_training(compose("train", tiny_overrides(tmp_path / name, tiny_dataset) + ["trainer.max_epochs=1"]))
+        assert "MLFLOW_TRACKING_URI" not in os.environ
+    for name in ("first", "second"):
+        client = MlflowClient(f"sqlite:///{tmp_path / name}/mlruns/mlflow.db")
+        runs = client.search_runs([e.experiment_id for e in client.search_experiments()])
+        assert len(runs) == 1 and runs[0].info.status == "FINISHED", (name, len(runs))
+
+
 def test_failing_run_is_marked_failed(tmp_path: Path, tiny_dataset: Path, monkeypatch) -> None:
     """A crash during training (here: a training step that raises) ends the run FAILED with its traceback."""
     from scratchlab.tasks.classification import ClassificationTask
