@@ -198,7 +198,7 @@ def _reopen_run(client: MlflowClient, run_id: str, uri: str) -> TrackedRun:
 
 
 @contextmanager
-def process_tracking_uri_kept() -> Iterator[None]:
+def _tracking_uri_kept() -> Iterator[None]:
     """Put back the process-wide tracking URI as it was. Lightning's ``MLFlowLogger`` sets it to its run's store
     with ``mlflow.set_tracking_uri``, which also sets ``MLFLOW_TRACKING_URI``; left so, the next run in the same
     Python session (a notebook's) would take that for the user's choice and log into the earlier run's store."""
@@ -213,11 +213,18 @@ def process_tracking_uri_kept() -> Iterator[None]:
 @contextmanager
 def mlflow_run(cfg: DictConfig, resume_run_id: str | None = None) -> Iterator[TrackedRun]:
     """Open the run of this job (``resume_run_id``: continue that run; in a DDP worker: join the main
-    process's run) and always close it.
+    process's run) and always close it; the process-wide tracking URI is left as it was.
 
     An exception marks the run FAILED (KILLED for Ctrl-C and SIGTERM) and stores the traceback as
     ``error.txt``; an Optuna trial pruned on the way is FINISHED and tagged ``pruned``.
     """
+    with _tracking_uri_kept(), _opened_run(cfg, resume_run_id) as run:
+        yield run
+
+
+@contextmanager
+def _opened_run(cfg: DictConfig, resume_run_id: str | None) -> Iterator[TrackedRun]:
+    """``mlflow_run`` without the tracking URI's restore."""
     from scratchlab.resume import Interrupted
 
     uri = tracking_uri(cfg)

@@ -10,6 +10,7 @@ import matplotlib.pyplot as plt
 import mlflow
 import optuna
 import pytorch_lightning as pl
+import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from mlflow.tracking import MlflowClient
@@ -37,8 +38,7 @@ from scratchlab.pruning import pruning_callback
 from scratchlab.data.datamodule import ScratchDataModule
 from scratchlab.tasks import task_class
 from scratchlab.tasks.base import BaseTask
-from scratchlab.tracking import (TrackedRun, flatten_config, mlflow_run, new_params, process_tracking_uri_kept,
-                                 tracking_uri)
+from scratchlab.tracking import TrackedRun, flatten_config, mlflow_run, new_params, tracking_uri
 
 log = logging.getLogger(__name__)
 
@@ -49,8 +49,6 @@ def build_callbacks(cfg: DictConfig) -> list[Callback]:
 
 def native_cpu_bf16() -> bool:
     """Whether this CPU computes bf16 natively (oneDNN: Intel AMX or AVX512-BF16), so bf16 autocast is fast."""
-    import torch
-
     try:
         return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
     except (AttributeError, RuntimeError):
@@ -126,7 +124,7 @@ def run_training(cfg: DictConfig) -> dict[str, float]:
         check_same_settings(settings, derived, client, point.run_id)
     with signals_interrupt():
         datamodule, task = _data_and_task(cfg)  # before the run: a mistake in either is one error line, no FAILED run
-        with process_tracking_uri_kept(), mlflow_run(cfg, resume_run_id=point.run_id if point else None) as run:
+        with mlflow_run(cfg, resume_run_id=point.run_id if point else None) as run:
             logger = MLFlowLogger(experiment_name=run.experiment_name, tracking_uri=run.tracking_uri,  # written in
                                   run_id=run.run_id, log_model=False, synchronous=False)  # the background
             logger.log_hyperparams(new_params(run, settings))
